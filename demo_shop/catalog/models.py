@@ -1,0 +1,54 @@
+from django.db import models
+from django.utils.translation import get_language
+
+from shop_search.models import SearchableProduct
+
+
+class Category(models.Model):
+    """A product category; ``translations`` maps language codes to names."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(unique=True)
+    translations = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def localized_name(self, language: str | None = None) -> str:
+        language = (language or get_language() or "en").split("-")[0]
+        return self.translations.get(language, self.name)
+
+
+class Product(SearchableProduct):
+    sku = models.CharField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    name_translations = models.JSONField(default=dict, blank=True)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    currency = models.CharField(max_length=3, default="EUR")
+    category = models.ForeignKey(
+        Category, on_delete=models.PROTECT, related_name="products"
+    )
+    colour = models.CharField(max_length=40, blank=True)
+    image = models.ImageField(upload_to="products/", blank=True)
+    in_stock = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    search_image_field = "image"
+    search_text_fields = ["name", "description"]
+    search_category_field = "category"
+
+    class Meta(SearchableProduct.Meta):
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def localized_name(self, language: str | None = None) -> str:
+        language = (language or get_language() or "en").split("-")[0]
+        return self.name_translations.get(language, self.name)

@@ -1,0 +1,144 @@
+"""
+System checks. Ids are stable; see the README's "System checks" table.
+
+- shop_search.E001  the database server has no pgvector extension to install
+- shop_search.E002  pgvector is older than 0.7 (no halfvec, no iterative scans)
+- shop_search.W001  the extension is available but not yet created in the database
+- shop_search.E003  an EmbeddingField's dimensions differ from the image model's
+- shop_search.E004  the image and text models produce vectors of different sizes
+- shop_search.E005  SHOP_SEARCH['INDEXING_MODE'] is not "sync" or "celery"
+- shop_search.E010/E011/W010  model declarations (see models.py)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.db import connections
+
+from .conf import import_from_setting, shop_search_settings
+from .models import searchable_models
+
+MIN_PGVECTOR = (0, 7)
+_FIX_SQL = "CREATE EXTENSION IF NOT EXISTS vector;"
+
+
+@checks.register(checks.Tags.database)
+def check_pgvector(databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for alias in databases or []:
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            errors.append(
+                checks.Error(
+                    f"Database {alias!r} is {connection.vendor}; shop_search needs "
+                    f"PostgreSQL with pgvector.",
+                    hint="Set DATABASES[...]['ENGINE'] to django.db.backends.postgresql.",
+                    id="shop_search.E001",
+                )
+            )
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT default_version, installed_version FROM pg_available_extensions "
+                "WHERE name = 'vector'"
+            )
+            row = cursor.fetchone()
+        if row is None:
+            errors.append(
+                checks.Error(
+                    f"The PostgreSQL server of database {alias!r} does not have the "
+                    f"pgvector extension installed.",
+                    hint="Install pgvector 0.7 or newer on the server (for example the "
+                    "postgresql-NN-pgvector package), then run migrate, or as a "
+                    f"superuser: {_FIX_SQL}",
+                    id="shop_search.E001",
+                )
+            )
+            continue
+        default_version, installed_version = row
+        version = installed_version or default_version
+        if _version_tuple(version) < MIN_PGVECTOR:
+            errors.append(
+                checks.Error(
+                    f"pgvector {version} in database {alias!r} is too old; shop_search "
+                    f"needs 0.7 or newer (halfvec, iterative index scans).",
+                    hint="Upgrade the pgvector package on the server, then run "
+                    "ALTER EXTENSION vector UPDATE;",
+                    id="shop_search.E002",
+                )
+            )
+        if installed_version is None:
+            errors.append(
+                checks.Warning(
+                    f"The vector extension is not created in database {alias!r} yet.",
+                    hint=f"Run migrate (it runs {_FIX_SQL}), or as a superuser: "
+                    f"{_FIX_SQL}",
+                    id="shop_search.W001",
+                )
+            )
+    return errors
+
+
+@checks.register()
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    mode = shop_search_settings.INDEXING_MODE
+    if mode not in ("sync", "celery"):
+        return [
+            checks.Error(
+                f"SHOP_SEARCH['INDEXING_MODE'] is {mode!r}.",
+                hint='Use "sync" (encode after commit, in-process) or "celery".',
+                id="shop_search.E005",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def check_dimensions(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Compare field dimensions with the models' output, from config files only."""
+    encoder_class = import_from_setting("ENCODER_CLASS")
+    image_model = shop_search_settings.IMAGE_MODEL
+    text_model = shop_search_settings.TEXT_MODEL
+    image_dims = encoder_class.peek_dimensions(image_model)
+    text_dims = encoder_class.peek_dimensions(text_model)
+    errors: list[checks.CheckMessage] = []
+    if image_dims and text_dims and image_dims != text_dims:
+        errors.append(
+            checks.Error(
+                f"IMAGE_MODEL {image_model!r} makes {image_dims}-dimensional vectors "
+                f"but TEXT_MODEL {text_model!r} makes {text_dims}; text queries "
+                f"cannot be compared with product images.",
+                hint="Use a text model trained into the image model's space, such as "
+                "sentence-transformers/clip-ViT-B-32-multilingual-v1 for "
+                "clip-ViT-B-32.",
+                id="shop_search.E004",
+            )
+        )
+    if image_dims:
+        for model in searchable_models():
+            field = model._meta.get_field("search_embedding")
+            if field.dimensions != image_dims:
+                errors.append(
+                    checks.Error(
+                        f"{model._meta.label}.search_embedding has {field.dimensions} "
+                        f"dimensions but IMAGE_MODEL {image_model!r} makes "
+                        f"{image_dims}-dimensional vectors.",
+                        hint=f"Redeclare search_embedding = EmbeddingField("
+                        f"dimensions={image_dims}, null=True, blank=True, "
+                        f"editable=False) on {model.__name__}, run makemigrations "
+                        f"and migrate, then shop_search_reindex --all.",
+                        obj=model,
+                        id="shop_search.E003",
+                    )
+                )
+    return errors
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)

@@ -1,0 +1,104 @@
+"""
+Settings for shop_search, read from the ``SHOP_SEARCH`` dict in Django settings.
+
+Every key has a default in ``DEFAULTS``; the project's dict is merged over it.
+Values are read at call time (``shop_search_settings.IMAGE_MODEL``) and the cache
+is dropped whenever ``SHOP_SEARCH`` changes (``override_settings`` in tests), in
+the manner of ``rest_framework.settings``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+__all__ = ["DEFAULTS", "shop_search_settings", "import_from_setting"]
+
+DEFAULTS: dict[str, Any] = {
+    # Sentence-transformers model for product images: a hub name or a local path.
+    "IMAGE_MODEL": "clip-ViT-B-32",
+    # Multilingual text model aligned to the image model's vector space.
+    "TEXT_MODEL": "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+    # The class that loads the models and turns images/texts into vectors.
+    "ENCODER_CLASS": "shop_search.encoders.SentenceTransformerEncoder",
+    # torch device for inference ("cpu", "cuda", "cuda:1", "mps"); None picks one.
+    "DEVICE": None,
+    # Images per forward pass, and products per database chunk when indexing.
+    "BATCH_SIZE": 32,
+    # "sync": encode right after the product's transaction commits, in-process.
+    # "celery": send shop_search.tasks.index_products to the shop's Celery app.
+    "INDEXING_MODE": "sync",
+    # Encoding attempts before a product is set aside (listed, not retried).
+    "MAX_ATTEMPTS": 3,
+    # Celery task retries (with exponential backoff) for infrastructure errors.
+    "TASK_MAX_RETRIES": 5,
+    # Image safety limits, checked from the header before decoding.
+    "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
+    "MAX_IMAGE_PIXELS": 40_000_000,
+}
+
+
+class ShopSearchSettings:
+    """Attribute access to ``SHOP_SEARCH`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cached: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        value = getattr(settings, "SHOP_SEARCH", {})
+        if not isinstance(value, dict):
+            raise ImproperlyConfigured(
+                "SHOP_SEARCH must be a dict, for example "
+                "SHOP_SEARCH = {'IMAGE_MODEL': 'clip-ViT-B-32'}."
+            )
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid shop_search setting: {name!r}")
+        if self._cached is None:
+            unknown = set(self.user_settings) - set(DEFAULTS)
+            if unknown:
+                raise ImproperlyConfigured(
+                    f"Unknown key(s) in SHOP_SEARCH: {', '.join(sorted(unknown))}. "
+                    f"Known keys: {', '.join(DEFAULTS)}."
+                )
+            self._cached = {**DEFAULTS, **self.user_settings}
+        return self._cached[name]
+
+    def reload(self) -> None:
+        self._cached = None
+
+
+shop_search_settings = ShopSearchSettings()
+
+
+def import_from_setting(name: str) -> Any:
+    """Import the dotted path held by setting ``name``; a failure names the fix."""
+    path = getattr(shop_search_settings, name)
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"Could not import {path!r} for SHOP_SEARCH[{name!r}]: {exc}. "
+            f"Set it to an importable dotted path, or remove it to use the default "
+            f"{DEFAULTS[name]!r}."
+        ) from exc
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SHOP_SEARCH":
+        shop_search_settings.reload()
+        # Encoders depend on the model settings; drop the loaded ones.
+        from shop_search.encoders import clear_encoders
+
+        clear_encoders()
+
+
+setting_changed.connect(_reload, dispatch_uid="shop_search.conf.reload")

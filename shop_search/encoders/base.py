@@ -1,0 +1,60 @@
+"""The encoder contract shared by every embedding backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+__all__ = ["BaseEncoder"]
+
+
+class BaseEncoder:
+    """
+    Turns product images or query texts into vectors of one shared space.
+
+    One instance wraps one model. Implementations must:
+
+    - load the model lazily or in ``__init__`` and raise
+      :class:`~shop_search.exceptions.ModelLoadError` naming the model, the
+      cause and the fix when it cannot be loaded;
+    - return ``numpy.ndarray`` of shape ``(len(inputs), dimensions)``, dtype
+      float32, every row L2-normalized;
+    - be safe to call from several threads.
+    """
+
+    def __init__(
+        self, model_name: str, *, device: str | None = None, batch_size: int = 32
+    ) -> None:
+        self.model_name = model_name
+        self.device = device
+        self.batch_size = batch_size
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the model in ``search_model``; a change makes vectors stale."""
+        return self.model_name
+
+    @property
+    def dimensions(self) -> int:
+        """Length of the vectors this encoder returns."""
+        raise NotImplementedError(".dimensions must be implemented.")
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Encode RGB Pillow images; one row per image."""
+        raise NotImplementedError(".encode_images() must be implemented.")
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts; one row per text."""
+        raise NotImplementedError(".encode_texts() must be implemented.")
+
+    @classmethod
+    def peek_dimensions(cls, model_name: str) -> int | None:
+        """
+        The output dimension read from the model's files without loading weights,
+        or ``None`` when it cannot be known cheaply (used by system checks).
+        """
+        return None

@@ -1,0 +1,38 @@
+"""Exceptions raised by shop_search. All derive from :class:`ShopSearchError`."""
+
+__all__ = [
+    "ShopSearchError",
+    "ModelLoadError",
+    "ImageError",
+    "EncodingError",
+]
+
+
+class ShopSearchError(Exception):
+    """Base class for shop_search errors. ``code`` is stable and machine-readable."""
+
+    code = "shop_search_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ModelLoadError(ShopSearchError):
+    """An embedding model could not be loaded (missing, offline, corrupt)."""
+
+    code = "model_unavailable"
+
+
+class ImageError(ShopSearchError):
+    """An image was refused: too large, unsupported, corrupt, unreadable."""
+
+    code = "invalid_image"
+
+
+class EncodingError(ShopSearchError):
+    """The encoder failed on otherwise valid input."""
+
+    code = "encoding_failed"

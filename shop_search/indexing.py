@@ -1,0 +1,250 @@
+"""
+The only write path: every vector shop_search stores is written here.
+
+Signal handlers, the Celery task, the admin action and the management command
+all call :func:`index_objects`. It is idempotent: a product whose vector is
+current is skipped, so duplicate deliveries and re-runs write nothing twice.
+A product whose image cannot be loaded or encoded is marked failed with the
+reason; it never raises for one bad product.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from .conf import shop_search_settings
+from .encoders import get_image_encoder
+from .exceptions import EncodingError, ImageError
+from .images import load_image
+from .models import IndexStatus, SearchableProduct, image_fingerprint, status_q
+
+__all__ = ["IndexResult", "index_objects", "iter_chunks", "pending_queryset"]
+
+logger = logging.getLogger(__name__)
+
+# Columns read to decide what a row needs (with the pk and the image field).
+_STATE_FIELDS = ("search_embedding", "search_fingerprint", "search_error")
+
+
+@dataclass
+class IndexResult:
+    """Counts from one call of :func:`index_objects`."""
+
+    encoded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cleared: int = 0
+    encoded_pks: list[Any] = field(default_factory=list)
+
+    def __iadd__(self, other: IndexResult) -> IndexResult:
+        self.encoded += other.encoded
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.cleared += other.cleared
+        self.encoded_pks += other.encoded_pks
+        return self
+
+    @property
+    def processed(self) -> int:
+        return self.encoded + self.failed + self.skipped + self.cleared
+
+
+def pending_queryset(model: type[SearchableProduct]) -> models.QuerySet:
+    """Rows that need work: missing, stale, failed-but-retryable, or an orphan vector."""
+    orphan = status_q(model, IndexStatus.NO_IMAGE) & (
+        Q(search_embedding__isnull=False) | ~Q(search_error="")
+    )
+    return model._base_manager.filter(
+        status_q(model, IndexStatus.MISSING)
+        | status_q(model, IndexStatus.STALE)
+        | status_q(model, IndexStatus.FAILED)
+        | orphan
+    )
+
+
+def iter_chunks(queryset: models.QuerySet, size: int) -> Iterator[list[Any]]:
+    """
+    Yield lists of primary keys in pk order, ``size`` at a time.
+
+    Keyset pagination (``pk > last``) keeps each query cheap and lets the
+    queryset's filter shrink as rows get indexed.
+    """
+    last = None
+    while True:
+        page = queryset.order_by("pk")
+        if last is not None:
+            page = page.filter(pk__gt=last)
+        pks = list(page.values_list("pk", flat=True)[:size])
+        if not pks:
+            return
+        yield pks
+        last = pks[-1]
+
+
+def index_objects(
+    model: type[SearchableProduct],
+    pks: Iterable[Any],
+    *,
+    force: bool = False,
+    batch_size: int | None = None,
+    progress: Callable[[IndexResult], None] | None = None,
+) -> IndexResult:
+    """
+    Encode the images of ``model`` rows ``pks`` and store their vectors.
+
+    Rows whose vector is already current (same image fingerprint, same model)
+    are skipped unless ``force``; rows set aside after ``MAX_ATTEMPTS``
+    failures are skipped too unless ``force``. Rows without an image lose any
+    old vector. Work is done in pk order, ``batch_size`` images per forward
+    pass, one transaction per batch, so an interrupted call keeps what it
+    finished. ``progress`` is called after each batch with that batch's counts.
+
+    Raises :class:`~shop_search.exceptions.ModelLoadError` when the model
+    cannot be loaded; no row is marked failed for that.
+    """
+    batch_size = batch_size or shop_search_settings.BATCH_SIZE
+    total = IndexResult()
+    pks = sorted(set(pks))
+    for start in range(0, len(pks), batch_size):
+        result = _index_batch(model, pks[start : start + batch_size], force=force)
+        total += result
+        if progress is not None:
+            progress(result)
+    return total
+
+
+def _index_batch(
+    model: type[SearchableProduct], pks: list[Any], *, force: bool
+) -> IndexResult:
+    result = IndexResult()
+    image_field = model.search_image_field
+    rows = model._base_manager.filter(pk__in=pks).order_by("pk")
+    if not force:
+        rows = rows.exclude(
+            status_q(model, IndexStatus.INDEXED) | status_q(model, IndexStatus.GIVEN_UP)
+        )
+    rows = list(rows.only("pk", image_field, *_STATE_FIELDS))
+    result.skipped = len(pks) - len(rows)
+
+    to_encode: list[tuple[Any, Any]] = []  # (row, image)
+    failures: list[tuple[Any, str]] = []  # (row, reason)
+    for row in rows:
+        image_file = getattr(row, image_field)
+        if not image_file:
+            if row.search_embedding is not None or row.search_error:
+                _write(model, row, _cleared_values())
+                result.cleared += 1
+            else:
+                result.skipped += 1
+            continue
+        try:
+            to_encode.append((row, load_image(image_file)))
+        except ImageError as exc:
+            failures.append((row, f"{exc.code}: {exc.message}"))
+
+    encoder = get_image_encoder()
+    vectors = _encode(encoder, to_encode, failures)
+    now = timezone.now()
+    with transaction.atomic(using=model._base_manager.db):
+        for (row, _image), vector in zip(to_encode, vectors, strict=True):
+            if vector is None:
+                continue
+            values = {
+                "search_embedding": vector,
+                "search_model": encoder.model_id,
+                "search_fingerprint": image_fingerprint(getattr(row, image_field)),
+                "search_error": "",
+                "search_attempts": 0,
+                "search_indexed_at": now,
+            }
+            if _write(model, row, values):
+                result.encoded += 1
+                result.encoded_pks.append(row.pk)
+            else:
+                result.skipped += 1
+        for row, reason in failures:
+            _write(model, row, _failure_values(row, reason, encoder.model_id))
+            result.failed += 1
+            logger.warning(
+                "shop_search: could not index %s pk=%s: %s",
+                model._meta.label,
+                row.pk,
+                reason,
+            )
+    return result
+
+
+def _encode(encoder: Any, to_encode: list, failures: list) -> list[Any]:
+    """One forward pass for the batch; on failure, one image at a time to find the bad one."""
+    if not to_encode:
+        return []
+    images = [image for _row, image in to_encode]
+    try:
+        return list(encoder.encode_images(images))
+    except EncodingError:
+        if len(images) == 1:
+            vectors: list[Any] = [None]
+        else:
+            vectors = []
+            for image in images:
+                try:
+                    vectors.append(encoder.encode_images([image])[0])
+                except EncodingError:
+                    vectors.append(None)
+    for (row, _image), vector in zip(to_encode, vectors, strict=True):
+        if vector is None:
+            failures.append((row, "encoding_failed: the model could not encode this image"))
+    return vectors
+
+
+def _write(model: type[SearchableProduct], row: Any, values: dict[str, Any]) -> bool:
+    """
+    Update one row, only if its image is still the one we read.
+
+    If the image changed meanwhile, the save that changed it has queued its
+    own indexing; writing our vector would attach it to the wrong image.
+    """
+    image_field = model.search_image_field
+    current = getattr(row, image_field)
+    name = getattr(current, "name", current) or ""
+    same_image = Q(**{image_field: name})
+    if not name:
+        same_image |= Q(**{f"{image_field}__isnull": True})
+    return bool(model._base_manager.filter(same_image, pk=row.pk).update(**values))
+
+
+def _cleared_values() -> dict[str, Any]:
+    return {
+        "search_embedding": None,
+        "search_model": "",
+        "search_fingerprint": image_fingerprint(""),
+        "search_error": "",
+        "search_attempts": 0,
+        "search_indexed_at": None,
+    }
+
+
+def _failure_values(row: Any, reason: str, model_id: str) -> dict[str, Any]:
+    fingerprint = image_fingerprint(getattr(row, type(row).search_image_field))
+    return {
+        "search_embedding": None,
+        "search_model": model_id,
+        "search_fingerprint": fingerprint,
+        "search_error": reason[:2000],
+        # Count attempts per image: a new image starts again from one.
+        "search_attempts": Case(
+            When(
+                Q(search_fingerprint=fingerprint) & ~Q(search_error=""),
+                then=F("search_attempts") + 1,
+            ),
+            default=Value(1),
+        ),
+        "search_indexed_at": timezone.now(),
+    }

@@ -1,0 +1,31 @@
+"""Helpers shared by the shop_search management commands."""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.core.management.base import CommandError
+
+from shop_search.models import SearchableProduct, searchable_models
+
+
+def selected_models(labels: list[str] | None) -> list[type[SearchableProduct]]:
+    """The searchable models named by ``--model app_label.Model`` (all if none)."""
+    available = searchable_models()
+    if not available:
+        raise CommandError(
+            "No searchable models: inherit shop_search.models.SearchableProduct in "
+            "your product model and run makemigrations/migrate."
+        )
+    if not labels:
+        return available
+    chosen = []
+    for label in labels:
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"Unknown model {label!r}: use app_label.Model.") from exc
+        if model not in available:
+            names = ", ".join(m._meta.label for m in available)
+            raise CommandError(f"{label} is not searchable. Searchable: {names}.")
+        chosen.append(model)
+    return chosen

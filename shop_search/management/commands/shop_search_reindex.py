@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from shop_search.exceptions import ModelLoadError
+from shop_search.indexing import IndexResult, index_objects, iter_chunks, pending_queryset
+
+from ._common import selected_models
+
+
+class Command(BaseCommand):
+    help = (
+        "Encode product images into the search index. By default only products "
+        "that need it: missing, stale (image or model changed, also through "
+        "QuerySet.update() or bulk_create) and failed-but-retryable. Safe to "
+        "interrupt and re-run: finished products are not encoded again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--all", action="store_true", help="Re-encode every product."
+        )
+        mode.add_argument(
+            "--stale",
+            action="store_true",
+            help="Only products that need it (the default).",
+        )
+        parser.add_argument(
+            "--model",
+            action="append",
+            metavar="APP_LABEL.MODEL",
+            help="Limit to this searchable model (repeatable).",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            help="Images per forward pass (default: SHOP_SEARCH['BATCH_SIZE']).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from shop_search.conf import shop_search_settings
+
+        batch_size = options["batch_size"] or shop_search_settings.BATCH_SIZE
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        force = options["all"]
+        verbosity = options["verbosity"]
+        grand = IndexResult()
+        started = time.monotonic()
+        for model in selected_models(options["model"]):
+            if force:
+                queryset = model._base_manager.all()
+            else:
+                queryset = pending_queryset(model)
+            total = queryset.count()
+            label = model._meta.label
+            if verbosity:
+                what = "all" if force else "pending"
+                self.stdout.write(f"{label}: {total} {what} product(s)")
+            if not total:
+                continue
+            bar = _progress_bar(total, label, self.stdout, verbosity)
+            result = IndexResult()
+            try:
+                for pks in iter_chunks(queryset, batch_size):
+                    chunk = index_objects(model, pks, force=force, batch_size=batch_size)
+                    result += chunk
+                    if bar is not None:
+                        bar.update(len(pks))
+                        bar.set_postfix(encoded=result.encoded, failed=result.failed)
+            except ModelLoadError as exc:
+                raise CommandError(exc.message) from exc
+            finally:
+                if bar is not None:
+                    bar.close()
+            grand += result
+            if verbosity:
+                self.stdout.write(_summary(label, result))
+        elapsed = time.monotonic() - started
+        if verbosity:
+            rate = grand.encoded / elapsed if elapsed > 0 else 0.0
+            style = self.style.WARNING if grand.failed else self.style.SUCCESS
+            self.stdout.write(
+                style(
+                    f"Done in {elapsed:.1f}s: {grand.encoded} encoded "
+                    f"({rate:.1f} images/s), {grand.failed} failed, "
+                    f"{grand.skipped} already current, {grand.cleared} cleared."
+                )
+            )
+            if grand.failed:
+                self.stdout.write(
+                    "Failed products are retried by the next run; "
+                    "see `manage.py shop_search_status` for reasons."
+                )
+
+
+def _progress_bar(total: int, label: str, stdout: Any, verbosity: int) -> Any:
+    if not verbosity:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=label,
+        unit="product",
+        file=stdout,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+def _summary(label: str, result: IndexResult) -> str:
+    return (
+        f"{label}: {result.encoded} encoded, {result.failed} failed, "
+        f"{result.skipped} already current, {result.cleared} cleared"
+    )

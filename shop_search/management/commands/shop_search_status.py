@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db.models import Count
+
+from shop_search.encoders import image_model_id
+from shop_search.models import IndexStatus, status_q
+
+from ._common import selected_models
+
+
+class Command(BaseCommand):
+    help = (
+        "Show, per searchable model, how many products are indexed, stale, "
+        "failed or missing, and which embedding models produced the vectors."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--model", action="append", metavar="APP_LABEL.MODEL",
+            help="Limit to this searchable model (repeatable).",
+        )
+        parser.add_argument(
+            "--failures", type=int, default=10, metavar="N",
+            help="List up to N failed products with their reasons (default 10).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        current = image_model_id()
+        self.stdout.write(f"Current image model: {current}")
+        for model in selected_models(options["model"]):
+            manager = model._base_manager
+            self.stdout.write(self.style.MIGRATE_HEADING(f"\n{model._meta.label}"))
+            total = manager.count()
+            self.stdout.write(f"  {'total':<22}{total:>8}")
+            for status in IndexStatus:
+                count = manager.filter(status_q(model, status)).count()
+                self.stdout.write(f"  {status.label:<22}{count:>8}")
+            by_model = (
+                manager.filter(search_embedding__isnull=False)
+                .values("search_model")
+                .annotate(n=Count("pk"))
+                .order_by("-n")
+            )
+            self.stdout.write("  vectors by model:")
+            for row in by_model:
+                mark = "" if row["search_model"] == current else "  (stale: not current)"
+                self.stdout.write(f"    {row['n']:>8}  {row['search_model']}{mark}")
+            failed = manager.filter(
+                status_q(model, IndexStatus.FAILED) | status_q(model, IndexStatus.GIVEN_UP)
+            ).order_by("pk")[: options["failures"]]
+            for obj in failed:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"  failed pk={obj.pk} ({obj.search_attempts} attempt(s), "
+                        f"{IndexStatus(obj.search_status).label}): {obj.search_error}"
+                    )
+                )

@@ -1,0 +1,230 @@
+"""
+Making a product model searchable.
+
+Inherit :class:`SearchableProduct` and say which fields hold the image, the
+text and the category::
+
+    from shop_search.models import SearchableProduct
+
+    class Product(SearchableProduct):
+        name = models.CharField(max_length=200)
+        image = models.ImageField(upload_to="products/")
+        category = models.ForeignKey(Category, on_delete=models.PROTECT)
+
+        search_image_field = "image"
+        search_text_fields = ["name", "description"]
+        search_category_field = "category"
+
+        class Meta(SearchableProduct.Meta):
+            pass
+
+The base adds the embedding column, its HNSW index and the bookkeeping that
+says whether the vector is current. Run ``makemigrations`` and ``migrate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar
+
+from django.core import checks
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import MD5, Coalesce
+from django.utils.translation import gettext_lazy as _
+
+from .fields import EmbeddingField, EmbeddingIndex
+
+__all__ = [
+    "SearchableProduct",
+    "IndexStatus",
+    "BOOKKEEPING_FIELDS",
+    "searchable_models",
+    "image_fingerprint",
+    "status_q",
+]
+
+#: Columns that shop_search writes; a product save never overwrites them.
+BOOKKEEPING_FIELDS = (
+    "search_embedding",
+    "search_model",
+    "search_fingerprint",
+    "search_error",
+    "search_attempts",
+    "search_indexed_at",
+)
+
+
+class IndexStatus(models.TextChoices):
+    """Where a product stands in the index. Derived from the row, never stored."""
+
+    INDEXED = "indexed", _("Indexed")
+    MISSING = "missing", _("Not indexed yet")
+    STALE = "stale", _("Stale")
+    FAILED = "failed", _("Failed, will retry")
+    GIVEN_UP = "given_up", _("Failed, set aside")
+    NO_IMAGE = "no_image", _("No image")
+
+
+class SearchableProduct(models.Model):
+    """
+    Abstract base for a product model whose image is embedded for search.
+
+    Subclasses set ``search_image_field`` (required), and optionally
+    ``search_text_fields`` and ``search_category_field``. shop_search writes
+    the ``search_*`` columns; the shop's code should treat them as read-only.
+    """
+
+    search_image_field: ClassVar[str] = "image"
+    search_text_fields: ClassVar[list[str]] = []
+    search_category_field: ClassVar[str | None] = None
+
+    search_embedding = EmbeddingField(null=True, blank=True, editable=False)
+    search_model = models.CharField(
+        _("embedding model"), max_length=255, blank=True, default="", editable=False
+    )
+    search_fingerprint = models.CharField(
+        _("image fingerprint"), max_length=32, blank=True, default="", editable=False
+    )
+    search_error = models.TextField(
+        _("indexing error"), blank=True, default="", editable=False
+    )
+    search_attempts = models.PositiveSmallIntegerField(
+        _("failed indexing attempts"), default=0, editable=False
+    )
+    search_indexed_at = models.DateTimeField(
+        _("indexed at"), null=True, blank=True, editable=False
+    )
+
+    class Meta:
+        abstract = True
+        indexes = [
+            EmbeddingIndex(
+                name="%(app_label)s_%(class)s_emb", fields=["search_embedding"]
+            )
+        ]
+
+    @classmethod
+    def check(cls, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = super().check(**kwargs)
+        if cls._meta.abstract:
+            return errors
+        errors.extend(_check_declared_fields(cls))
+        return errors
+
+    def image_fingerprint(self) -> str:
+        return image_fingerprint(getattr(self, self.search_image_field))
+
+    @property
+    def search_status(self) -> str:
+        """This row's :class:`IndexStatus` value, computed like :func:`status_q`."""
+        from .conf import shop_search_settings
+        from .encoders import image_model_id
+
+        fingerprint = self.image_fingerprint()
+        if not getattr(self, self.search_image_field):
+            return IndexStatus.NO_IMAGE
+        if self.search_error and self.search_fingerprint == fingerprint:
+            if self.search_attempts >= shop_search_settings.MAX_ATTEMPTS:
+                return IndexStatus.GIVEN_UP
+            return IndexStatus.FAILED
+        if self.search_embedding is None:
+            return IndexStatus.MISSING
+        if self.search_fingerprint != fingerprint or self.search_model != image_model_id():
+            return IndexStatus.STALE
+        return IndexStatus.INDEXED
+
+
+def image_fingerprint(image: Any) -> str:
+    """
+    Fingerprint of an image field's value: MD5 of the stored file name.
+
+    Django gives every upload a new name, so a changed name means a changed
+    image. The same value is computed in SQL (``MD5(image)``), which is how
+    ``shop_search_reindex --stale`` finds rows changed by ``QuerySet.update()``.
+    """
+    name = getattr(image, "name", image) or ""
+    return hashlib.md5(str(name).encode()).hexdigest()
+
+
+def status_q(model: type[models.Model], status: str) -> Q:
+    """A ``Q`` that selects the rows of ``model`` in ``status`` (an IndexStatus)."""
+    from .conf import shop_search_settings
+    from .encoders import image_model_id
+
+    image = model.search_image_field
+    has_image = ~Q(**{image: ""}) & Q(**{f"{image}__isnull": False})
+    same_image = Q(search_fingerprint=MD5(Coalesce(image, models.Value(""))))
+    failed = ~Q(search_error="") & same_image
+    given_up = failed & Q(search_attempts__gte=shop_search_settings.MAX_ATTEMPTS)
+    current = same_image & Q(search_model=image_model_id())
+    has_vector = Q(search_embedding__isnull=False)
+    queries = {
+        IndexStatus.NO_IMAGE: ~has_image,
+        IndexStatus.GIVEN_UP: has_image & given_up,
+        IndexStatus.FAILED: has_image & failed & ~given_up,
+        IndexStatus.MISSING: has_image & ~failed & ~has_vector,
+        IndexStatus.STALE: has_image & ~failed & has_vector & ~current,
+        IndexStatus.INDEXED: has_image & ~failed & has_vector & current,
+    }
+    return queries[IndexStatus(status)]
+
+
+def searchable_models() -> list[type[SearchableProduct]]:
+    """Every installed concrete model that inherits :class:`SearchableProduct`."""
+    from django.apps import apps
+
+    return [
+        model
+        for model in apps.get_models()
+        if issubclass(model, SearchableProduct) and not model._meta.proxy
+    ]
+
+
+def _check_declared_fields(model: type[SearchableProduct]) -> list[checks.CheckMessage]:
+    declared = [("search_image_field", model.search_image_field)]
+    declared += [("search_text_fields", name) for name in model.search_text_fields]
+    if model.search_category_field:
+        declared.append(("search_category_field", model.search_category_field))
+    existing = {f.name for f in model._meta.get_fields()}
+    errors = []
+    for attribute, name in declared:
+        if name not in existing:
+            errors.append(
+                checks.Error(
+                    f"{model._meta.label}.{attribute} names {name!r}, which is not "
+                    f"a field of {model.__name__}.",
+                    hint=f"Set {attribute} to one of: {', '.join(sorted(existing))}.",
+                    obj=model,
+                    id="shop_search.E010",
+                )
+            )
+    if model.search_image_field in existing:
+        field = model._meta.get_field(model.search_image_field)
+        if not isinstance(field, models.FileField):
+            errors.append(
+                checks.Error(
+                    f"{model._meta.label}.search_image_field names "
+                    f"{model.search_image_field!r}, which is a "
+                    f"{type(field).__name__}, not an ImageField or FileField.",
+                    hint="Point search_image_field at the product's ImageField.",
+                    obj=model,
+                    id="shop_search.E011",
+                )
+            )
+    if not any(
+        isinstance(index, EmbeddingIndex) or "search_embedding" in index.fields
+        for index in model._meta.indexes
+    ):
+        errors.append(
+            checks.Warning(
+                f"{model._meta.label} has no HNSW index on search_embedding, so "
+                f"every search scans the whole table.",
+                hint="Let Meta inherit SearchableProduct.Meta "
+                "(class Meta(SearchableProduct.Meta): ...), or add an "
+                "EmbeddingIndex to Meta.indexes, then run makemigrations.",
+                obj=model,
+                id="shop_search.W010",
+            )
+        )
+    return errors

@@ -1,0 +1,207 @@
+"""
+Tiny, randomly initialised models for tests, built offline in seconds.
+
+They have the module stack of the real models, so they load through the same
+production code (``SentenceTransformer(path)``):
+
+- the image model is a sentence-transformers folder with one CLIP module
+  (``0_CLIPModel``: a transformers ``CLIPModel``, its CLIP BPE tokenizer and
+  image processor), like ``clip-ViT-B-32``;
+- the text model is ``0_Transformer`` (DistilBERT with a WordPiece tokenizer
+  that covers Latin, Cyrillic, Arabic, Devanagari and CJK) + ``1_Pooling``
+  (mean) + ``2_Dense`` (no bias, identity activation) projecting to the same
+  dimension, like ``clip-ViT-B-32-multilingual-v1``.
+
+Their vectors are random but deterministic for a seed: rankings mean nothing.
+Use them in a shop's own tests::
+
+    from shop_search.testing import build_test_models
+    paths = build_test_models(tmp_path)
+    settings.SHOP_SEARCH = {"IMAGE_MODEL": paths.image, "TEXT_MODEL": paths.text}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TestModels", "build_test_models", "DIMENSIONS"]
+
+#: Dimension of the tiny models' vectors; match EmbeddingField(dimensions=...).
+DIMENSIONS = 512
+
+_CORPUS = """
+red blue green black white yellow pink purple orange brown grey striped dotted
+checked plain dress shirt t-shirt trousers jeans skirt jacket coat shoe shoes
+sneaker boot boots bag handbag backpack chair table sofa lamp mug cup pot pan
+plate bowl vase hat cap watch scarf plant bottle a photo of the for with and
+rot blau grün schwarz weiß kleid hemd hose schuh tasche stuhl tisch lampe
+rouge bleu vert noir blanc robe chemise pantalon chaussure sac chaise table
+rojo azul verde negro blanco vestido camisa zapato bolso silla mesa lámpara
+красный синий зелёный чёрный белый платье рубашка обувь сумка стул стол лампа
+أحمر أزرق أخضر أسود أبيض فستان قميص حذاء حقيبة كرسي طاولة مصباح
+लाल नीला हरा काला सफेद पोशाक कमीज जूता बैग कुर्सी मेज दीपक
+红色 蓝色 绿色 黑色 白色 连衣裙 衬衫 鞋 包 椅子 桌子 灯 杯子
+赤 青 緑 黒 白 ドレス シャツ 靴 バッグ 椅子 机 ランプ
+"""
+
+
+@dataclass(frozen=True)
+class TestModels:
+    """Paths of the built models, to use as IMAGE_MODEL and TEXT_MODEL."""
+
+    __test__ = False  # not a pytest test class
+
+    image: str
+    text: str
+
+
+def build_test_models(directory: str | Path, *, seed: int = 0) -> TestModels:
+    """
+    Build (or reuse, if already built) the tiny image and text models under
+    ``directory`` and return their paths.
+    """
+    directory = Path(directory)
+    image_dir = directory / "tiny-clip"
+    text_dir = directory / "tiny-multilingual-text"
+    if not (image_dir / "modules.json").exists():
+        _build_clip(image_dir, seed)
+    if not (text_dir / "modules.json").exists():
+        _build_text(text_dir, seed)
+    return TestModels(image=str(image_dir), text=str(text_dir))
+
+
+def _words() -> list[str]:
+    return sorted(set(_CORPUS.split()))
+
+
+def _build_clip(folder: Path, seed: int) -> None:
+    import torch
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+    )
+
+    torch.manual_seed(seed)
+    # Learn real BPE merges on a small corpus with CLIP's own pre-tokenizer.
+    bootstrap = CLIPTokenizer()
+    backend: Tokenizer = bootstrap.backend_tokenizer
+    trainer = BpeTrainer(
+        vocab_size=1200,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    backend.train_from_iterator(_CORPUS.splitlines() * 3, trainer=trainer)
+    model_json = json.loads(backend.to_str())["model"]
+    merges = [
+        tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+        for m in model_json["merges"]
+    ]
+    tokenizer = CLIPTokenizer(vocab=model_json["vocab"], merges=merges)
+    assert isinstance(backend.model, BPE)
+
+    image_size = 32
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(model_json["vocab"]),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": 8,
+        },
+        projection_dim=DIMENSIONS,
+    )
+    model = CLIPModel(config).eval()
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    module_dir = folder / "0_CLIPModel"
+    module_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(module_dir)
+    processor.save_pretrained(module_dir)
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "0_CLIPModel",
+                    "type": "sentence_transformers.models.CLIPModel",
+                }
+            ],
+            indent=2,
+        )
+    )
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({"similarity_fn_name": "cosine"})
+    )
+
+
+def _build_text(folder: Path, seed: int) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Dense, Pooling, Transformer
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizer
+
+    torch.manual_seed(seed)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = set()
+    for word in _words():
+        pieces.add(word)
+        pieces.update(word)
+        pieces.update(f"##{c}" for c in word)
+    vocab = specials + sorted(pieces)
+    build = folder / "_build"
+    build.mkdir(parents=True, exist_ok=True)
+    (build / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = DistilBertTokenizer(vocab=str(build / "vocab.txt"), do_lower_case=True)
+    config = DistilBertConfig(
+        vocab_size=len(vocab),
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    transformer_dir = build / "distilbert"
+    DistilBertModel(config).eval().save_pretrained(transformer_dir)
+    tokenizer.save_pretrained(transformer_dir)
+
+    transformer = Transformer(str(transformer_dir), max_seq_length=128)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    dense = Dense(
+        in_features=transformer.get_embedding_dimension(),
+        out_features=DIMENSIONS,
+        bias=False,
+        activation_function=torch.nn.Identity(),
+    )
+    SentenceTransformer(modules=[transformer, pooling, dense], device="cpu").save(
+        str(folder)
+    )
+    import shutil
+
+    shutil.rmtree(build)
