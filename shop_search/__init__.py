@@ -1,3 +1,3 @@
-"""Multilingual, image-aware product search for Django shops on PostgreSQL + pgvector."""
+"""Multilingual, image-aware product search for Django shops (PostgreSQL, pgvector)."""
 
 __version__ = "0.1.0"

@@ -28,56 +28,59 @@ _FIX_SQL = "CREATE EXTENSION IF NOT EXISTS vector;"
 def check_pgvector(databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     for alias in databases or []:
-        connection = connections[alias]
-        if connection.vendor != "postgresql":
-            errors.append(
-                checks.Error(
-                    f"Database {alias!r} is {connection.vendor}; shop_search needs "
-                    f"PostgreSQL with pgvector.",
-                    hint="Set DATABASES[...]['ENGINE'] to django.db.backends.postgresql.",
-                    id="shop_search.E001",
-                )
+        errors.extend(pgvector_messages(connections[alias], alias))
+    return errors
+
+
+def pgvector_messages(connection: Any, alias: str) -> list[checks.CheckMessage]:
+    """The pgvector checks for one database connection."""
+    if connection.vendor != "postgresql":
+        return [
+            checks.Error(
+                f"Database {alias!r} is {connection.vendor}; shop_search needs "
+                f"PostgreSQL with pgvector.",
+                hint="Set DATABASES[...]['ENGINE'] to django.db.backends.postgresql.",
+                id="shop_search.E001",
             )
-            continue
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT default_version, installed_version FROM pg_available_extensions "
-                "WHERE name = 'vector'"
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT default_version, installed_version FROM pg_available_extensions "
+            "WHERE name = 'vector'"
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return [
+            checks.Error(
+                f"The PostgreSQL server of database {alias!r} does not have the "
+                f"pgvector extension installed.",
+                hint="Install pgvector 0.7 or newer on the server (for example the "
+                "postgresql-NN-pgvector package), then run migrate, or as a "
+                f"superuser: {_FIX_SQL}",
+                id="shop_search.E001",
             )
-            row = cursor.fetchone()
-        if row is None:
-            errors.append(
-                checks.Error(
-                    f"The PostgreSQL server of database {alias!r} does not have the "
-                    f"pgvector extension installed.",
-                    hint="Install pgvector 0.7 or newer on the server (for example the "
-                    "postgresql-NN-pgvector package), then run migrate, or as a "
-                    f"superuser: {_FIX_SQL}",
-                    id="shop_search.E001",
-                )
+        ]
+    errors: list[checks.CheckMessage] = []
+    default_version, installed_version = row
+    version = installed_version or default_version
+    if _version_tuple(version) < MIN_PGVECTOR:
+        errors.append(
+            checks.Error(
+                f"pgvector {version} in database {alias!r} is too old; shop_search "
+                f"needs 0.7 or newer (halfvec, iterative index scans).",
+                hint="Upgrade the pgvector package on the server, then run "
+                "ALTER EXTENSION vector UPDATE;",
+                id="shop_search.E002",
             )
-            continue
-        default_version, installed_version = row
-        version = installed_version or default_version
-        if _version_tuple(version) < MIN_PGVECTOR:
-            errors.append(
-                checks.Error(
-                    f"pgvector {version} in database {alias!r} is too old; shop_search "
-                    f"needs 0.7 or newer (halfvec, iterative index scans).",
-                    hint="Upgrade the pgvector package on the server, then run "
-                    "ALTER EXTENSION vector UPDATE;",
-                    id="shop_search.E002",
-                )
+        )
+    if installed_version is None:
+        errors.append(
+            checks.Warning(
+                f"The vector extension is not created in database {alias!r} yet.",
+                hint=f"Run migrate (it runs {_FIX_SQL}), or as a superuser: {_FIX_SQL}",
+                id="shop_search.W001",
             )
-        if installed_version is None:
-            errors.append(
-                checks.Warning(
-                    f"The vector extension is not created in database {alias!r} yet.",
-                    hint=f"Run migrate (it runs {_FIX_SQL}), or as a superuser: "
-                    f"{_FIX_SQL}",
-                    id="shop_search.W001",
-                )
-            )
+        )
     return errors
 
 

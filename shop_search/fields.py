@@ -116,8 +116,12 @@ class EmbeddingIndex(HnswIndex):
     is cheaper to compute.
     """
 
-    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any):
+    def create_sql(
+        self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any
+    ):
         field = model._meta.get_field(self.fields[0].lstrip("-"))
         index = self.clone()
         index.opclasses = (field.opclass,)
-        return super(EmbeddingIndex, index).create_sql(model, schema_editor, using, **kwargs)
+        return super(EmbeddingIndex, index).create_sql(
+            model, schema_editor, using, **kwargs
+        )

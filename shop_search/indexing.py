@@ -57,7 +57,7 @@ class IndexResult:
 
 
 def pending_queryset(model: type[SearchableProduct]) -> models.QuerySet:
-    """Rows that need work: missing, stale, failed-but-retryable, or an orphan vector."""
+    """Rows that need work: missing, stale, retryable failures, orphan vectors."""
     orphan = status_q(model, IndexStatus.NO_IMAGE) & (
         Q(search_embedding__isnull=False) | ~Q(search_error="")
     )
@@ -182,7 +182,7 @@ def _index_batch(
 
 
 def _encode(encoder: Any, to_encode: list, failures: list) -> list[Any]:
-    """One forward pass for the batch; on failure, one image at a time to find the bad one."""
+    """One forward pass for the batch; if it fails, one image at a time."""
     if not to_encode:
         return []
     images = [image for _row, image in to_encode]
@@ -200,7 +200,9 @@ def _encode(encoder: Any, to_encode: list, failures: list) -> list[Any]:
                     vectors.append(None)
     for (row, _image), vector in zip(to_encode, vectors, strict=True):
         if vector is None:
-            failures.append((row, "encoding_failed: the model could not encode this image"))
+            failures.append(
+                (row, "encoding_failed: the model could not encode this image")
+            )
     return vectors
 
 

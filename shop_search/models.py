@@ -130,7 +130,10 @@ class SearchableProduct(models.Model):
             return IndexStatus.FAILED
         if self.search_embedding is None:
             return IndexStatus.MISSING
-        if self.search_fingerprint != fingerprint or self.search_model != image_model_id():
+        if (
+            self.search_fingerprint != fingerprint
+            or self.search_model != image_model_id()
+        ):
             return IndexStatus.STALE
         return IndexStatus.INDEXED
 

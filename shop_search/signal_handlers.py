@@ -20,7 +20,12 @@ from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 
 from .conf import shop_search_settings
-from .models import BOOKKEEPING_FIELDS, IndexStatus, SearchableProduct, searchable_models
+from .models import (
+    BOOKKEEPING_FIELDS,
+    IndexStatus,
+    SearchableProduct,
+    searchable_models,
+)
 
 __all__ = [
     "connect_signals",
@@ -112,9 +117,7 @@ def schedule_indexing(
 
         transaction.on_commit(send, using=using, robust=True)
     else:
-        transaction.on_commit(
-            lambda: _index_now(model, pks), using=using, robust=True
-        )
+        transaction.on_commit(lambda: _index_now(model, pks), using=using, robust=True)
 
 
 def _index_now(model: type[SearchableProduct], pks: list[Any]) -> None:

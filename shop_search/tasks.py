@@ -45,4 +45,8 @@ def index_products(self: Any, model_label: str, pks: list[Any]) -> dict[str, int
             countdown=min(2**retries * 5, 600),
             max_retries=shop_search_settings.TASK_MAX_RETRIES,
         ) from exc
-    return {"encoded": result.encoded, "failed": result.failed, "skipped": result.skipped}
+    return {
+        "encoded": result.encoded,
+        "failed": result.failed,
+        "skipped": result.skipped,
+    }

@@ -57,18 +57,21 @@ class TestModels:
     text: str
 
 
-def build_test_models(directory: str | Path, *, seed: int = 0) -> TestModels:
+def build_test_models(
+    directory: str | Path, *, seed: int = 0, dimensions: int = DIMENSIONS
+) -> TestModels:
     """
     Build (or reuse, if already built) the tiny image and text models under
-    ``directory`` and return their paths.
+    ``directory`` and return their paths. ``dimensions`` is the output size
+    of both (512, like the real models, unless a test needs another).
     """
     directory = Path(directory)
     image_dir = directory / "tiny-clip"
     text_dir = directory / "tiny-multilingual-text"
     if not (image_dir / "modules.json").exists():
-        _build_clip(image_dir, seed)
+        _build_clip(image_dir, seed, dimensions)
     if not (text_dir / "modules.json").exists():
-        _build_text(text_dir, seed)
+        _build_text(text_dir, seed, dimensions)
     return TestModels(image=str(image_dir), text=str(text_dir))
 
 
@@ -76,7 +79,7 @@ def _words() -> list[str]:
     return sorted(set(_CORPUS.split()))
 
 
-def _build_clip(folder: Path, seed: int) -> None:
+def _build_clip(folder: Path, seed: int, dimensions: int) -> None:
     import torch
     from tokenizers import Tokenizer, pre_tokenizers
     from tokenizers.models import BPE
@@ -130,7 +133,7 @@ def _build_clip(folder: Path, seed: int) -> None:
             "image_size": image_size,
             "patch_size": 8,
         },
-        projection_dim=DIMENSIONS,
+        projection_dim=dimensions,
     )
     model = CLIPModel(config).eval()
     image_processor = CLIPImageProcessor(
@@ -160,10 +163,15 @@ def _build_clip(folder: Path, seed: int) -> None:
     )
 
 
-def _build_text(folder: Path, seed: int) -> None:
+def _build_text(folder: Path, seed: int, dimensions: int) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Pooling, Transformer
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.base.modules import Dense, Transformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError:  # pragma: no cover - sentence-transformers 5
+        from sentence_transformers.models import Dense, Pooling, Transformer
     from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizer
 
     torch.manual_seed(seed)
@@ -195,7 +203,7 @@ def _build_text(folder: Path, seed: int) -> None:
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     dense = Dense(
         in_features=transformer.get_embedding_dimension(),
-        out_features=DIMENSIONS,
+        out_features=dimensions,
         bias=False,
         activation_function=torch.nn.Identity(),
     )

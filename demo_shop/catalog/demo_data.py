@@ -22,13 +22,28 @@ COLOURS = {
     "red": ((200, 30, 40), {"de": "rot", "fr": "rouge", "es": "rojo", "zh": "红色"}),
     "blue": ((40, 70, 200), {"de": "blau", "fr": "bleu", "es": "azul", "zh": "蓝色"}),
     "green": ((40, 150, 60), {"de": "grün", "fr": "vert", "es": "verde", "zh": "绿色"}),
-    "black": ((25, 25, 25), {"de": "schwarz", "fr": "noir", "es": "negro", "zh": "黑色"}),
-    "yellow": ((240, 200, 30), {"de": "gelb", "fr": "jaune", "es": "amarillo", "zh": "黄色"}),
+    "black": (
+        (25, 25, 25),
+        {"de": "schwarz", "fr": "noir", "es": "negro", "zh": "黑色"},
+    ),
+    "yellow": (
+        (240, 200, 30),
+        {"de": "gelb", "fr": "jaune", "es": "amarillo", "zh": "黄色"},
+    ),
     "pink": ((240, 130, 180), {"de": "rosa", "fr": "rose", "es": "rosa", "zh": "粉色"}),
-    "brown": ((130, 80, 40), {"de": "braun", "fr": "marron", "es": "marrón", "zh": "棕色"}),
+    "brown": (
+        (130, 80, 40),
+        {"de": "braun", "fr": "marron", "es": "marrón", "zh": "棕色"},
+    ),
     "grey": ((130, 130, 135), {"de": "grau", "fr": "gris", "es": "gris", "zh": "灰色"}),
-    "orange": ((240, 130, 30), {"de": "orange", "fr": "orange", "es": "naranja", "zh": "橙色"}),
-    "purple": ((120, 50, 160), {"de": "lila", "fr": "violet", "es": "morado", "zh": "紫色"}),
+    "orange": (
+        (240, 130, 30),
+        {"de": "orange", "fr": "orange", "es": "naranja", "zh": "橙色"},
+    ),
+    "purple": (
+        (120, 50, 160),
+        {"de": "lila", "fr": "violet", "es": "morado", "zh": "紫色"},
+    ),
 }
 
 PATTERNS = {
@@ -40,26 +55,57 @@ PATTERNS = {
 
 
 def _tshirt(d: ImageDraw.ImageDraw, s: float) -> None:
-    d.polygon([(70, 50), (105, 40), (151, 40), (186, 50), (226, 95), (196, 120),
-               (178, 100), (178, 215), (78, 215), (78, 100), (60, 120), (30, 95)], fill=255)
+    d.polygon(
+        [
+            (70, 50),
+            (105, 40),
+            (151, 40),
+            (186, 50),
+            (226, 95),
+            (196, 120),
+            (178, 100),
+            (178, 215),
+            (78, 215),
+            (78, 100),
+            (60, 120),
+            (30, 95),
+        ],
+        fill=255,
+    )
 
 
 def _dress(d: ImageDraw.ImageDraw, s: float) -> None:
-    d.polygon([(100, 35), (156, 35), (150, 90), (200, 225), (56, 225), (106, 90)], fill=255)
+    d.polygon(
+        [(100, 35), (156, 35), (150, 90), (200, 225), (56, 225), (106, 90)], fill=255
+    )
 
 
 def _trousers(d: ImageDraw.ImageDraw, s: float) -> None:
-    d.polygon([(80, 30), (176, 30), (190, 230), (140, 230), (128, 110), (116, 230),
-               (66, 230)], fill=255)
+    d.polygon(
+        [
+            (80, 30),
+            (176, 30),
+            (190, 230),
+            (140, 230),
+            (128, 110),
+            (116, 230),
+            (66, 230),
+        ],
+        fill=255,
+    )
 
 
 def _shoe(d: ImageDraw.ImageDraw, s: float) -> None:
-    d.polygon([(40, 120), (95, 110), (130, 140), (215, 160), (225, 190), (40, 190)], fill=255)
+    d.polygon(
+        [(40, 120), (95, 110), (130, 140), (215, 160), (225, 190), (40, 190)], fill=255
+    )
     d.rectangle([35, 190, 228, 205], fill=255)
 
 
 def _boot(d: ImageDraw.ImageDraw, s: float) -> None:
-    d.polygon([(80, 30), (140, 30), (140, 150), (210, 170), (215, 215), (75, 215)], fill=255)
+    d.polygon(
+        [(80, 30), (140, 30), (140, 150), (210, 170), (215, 215), (75, 215)], fill=255
+    )
 
 
 def _handbag(d: ImageDraw.ImageDraw, s: float) -> None:
@@ -121,52 +167,301 @@ def _vase(d: ImageDraw.ImageDraw, s: float) -> None:
 
 CATEGORIES: list[tuple[str, dict[str, str], str, Callable, tuple[int, int]]] = [
     # (English name, translations, item noun key, drawer, price range)
-    ("T-shirts", {"de": "T-Shirts", "fr": "T-shirts", "es": "Camisetas", "zh": "T恤",
-                  "ar": "قمصان", "ru": "Футболки", "hi": "टी-शर्ट"}, "t-shirt", _tshirt, (9, 40)),
-    ("Dresses", {"de": "Kleider", "fr": "Robes", "es": "Vestidos", "zh": "连衣裙",
-                 "ar": "فساتين", "ru": "Платья", "hi": "पोशाकें"}, "dress", _dress, (25, 150)),
-    ("Trousers", {"de": "Hosen", "fr": "Pantalons", "es": "Pantalones", "zh": "裤子",
-                  "ar": "سراويل", "ru": "Брюки", "hi": "पतलून"}, "trousers", _trousers, (30, 120)),
-    ("Sneakers", {"de": "Turnschuhe", "fr": "Baskets", "es": "Zapatillas", "zh": "运动鞋",
-                  "ar": "أحذية رياضية", "ru": "Кроссовки", "hi": "स्नीकर्स"}, "sneaker", _shoe, (40, 160)),
-    ("Boots", {"de": "Stiefel", "fr": "Bottes", "es": "Botas", "zh": "靴子",
-               "ar": "أحذية طويلة", "ru": "Ботинки", "hi": "जूते"}, "boot", _boot, (60, 220)),
-    ("Handbags", {"de": "Handtaschen", "fr": "Sacs à main", "es": "Bolsos", "zh": "手提包",
-                  "ar": "حقائب يد", "ru": "Сумки", "hi": "हैंडबैग"}, "handbag", _handbag, (35, 300)),
-    ("Backpacks", {"de": "Rucksäcke", "fr": "Sacs à dos", "es": "Mochilas", "zh": "背包",
-                   "ar": "حقائب ظهر", "ru": "Рюкзаки", "hi": "बैकपैक"}, "backpack", _backpack, (30, 140)),
-    ("Chairs", {"de": "Stühle", "fr": "Chaises", "es": "Sillas", "zh": "椅子",
-                "ar": "كراسي", "ru": "Стулья", "hi": "कुर्सियाँ"}, "chair", _chair, (45, 400)),
-    ("Tables", {"de": "Tische", "fr": "Tables", "es": "Mesas", "zh": "桌子",
-                "ar": "طاولات", "ru": "Столы", "hi": "मेज़ें"}, "table", _table, (90, 900)),
-    ("Sofas", {"de": "Sofas", "fr": "Canapés", "es": "Sofás", "zh": "沙发",
-               "ar": "أرائك", "ru": "Диваны", "hi": "सोफ़े"}, "sofa", _sofa, (300, 2000)),
-    ("Lamps", {"de": "Lampen", "fr": "Lampes", "es": "Lámparas", "zh": "台灯",
-               "ar": "مصابيح", "ru": "Лампы", "hi": "लैंप"}, "lamp", _lamp, (20, 250)),
-    ("Mugs", {"de": "Tassen", "fr": "Tasses", "es": "Tazas", "zh": "马克杯",
-              "ar": "أكواب", "ru": "Кружки", "hi": "मग"}, "mug", _mug, (6, 30)),
-    ("Cooking pots", {"de": "Kochtöpfe", "fr": "Casseroles", "es": "Ollas", "zh": "锅",
-                      "ar": "قدور طبخ", "ru": "Кастрюли", "hi": "पतीले"}, "pot", _pot, (25, 180)),
-    ("Hats", {"de": "Hüte", "fr": "Chapeaux", "es": "Sombreros", "zh": "帽子",
-              "ar": "قبعات", "ru": "Шляпы", "hi": "टोपियाँ"}, "hat", _hat, (15, 90)),
-    ("Vases", {"de": "Vasen", "fr": "Vases", "es": "Jarrones", "zh": "花瓶",
-               "ar": "مزهريات", "ru": "Вазы", "hi": "फूलदान"}, "vase", _vase, (15, 120)),
+    (
+        "T-shirts",
+        {
+            "de": "T-Shirts",
+            "fr": "T-shirts",
+            "es": "Camisetas",
+            "zh": "T恤",
+            "ar": "قمصان",
+            "ru": "Футболки",
+            "hi": "टी-शर्ट",
+        },
+        "t-shirt",
+        _tshirt,
+        (9, 40),
+    ),
+    (
+        "Dresses",
+        {
+            "de": "Kleider",
+            "fr": "Robes",
+            "es": "Vestidos",
+            "zh": "连衣裙",
+            "ar": "فساتين",
+            "ru": "Платья",
+            "hi": "पोशाकें",
+        },
+        "dress",
+        _dress,
+        (25, 150),
+    ),
+    (
+        "Trousers",
+        {
+            "de": "Hosen",
+            "fr": "Pantalons",
+            "es": "Pantalones",
+            "zh": "裤子",
+            "ar": "سراويل",
+            "ru": "Брюки",
+            "hi": "पतलून",
+        },
+        "trousers",
+        _trousers,
+        (30, 120),
+    ),
+    (
+        "Sneakers",
+        {
+            "de": "Turnschuhe",
+            "fr": "Baskets",
+            "es": "Zapatillas",
+            "zh": "运动鞋",
+            "ar": "أحذية رياضية",
+            "ru": "Кроссовки",
+            "hi": "स्नीकर्स",
+        },
+        "sneaker",
+        _shoe,
+        (40, 160),
+    ),
+    (
+        "Boots",
+        {
+            "de": "Stiefel",
+            "fr": "Bottes",
+            "es": "Botas",
+            "zh": "靴子",
+            "ar": "أحذية طويلة",
+            "ru": "Ботинки",
+            "hi": "जूते",
+        },
+        "boot",
+        _boot,
+        (60, 220),
+    ),
+    (
+        "Handbags",
+        {
+            "de": "Handtaschen",
+            "fr": "Sacs à main",
+            "es": "Bolsos",
+            "zh": "手提包",
+            "ar": "حقائب يد",
+            "ru": "Сумки",
+            "hi": "हैंडबैग",
+        },
+        "handbag",
+        _handbag,
+        (35, 300),
+    ),
+    (
+        "Backpacks",
+        {
+            "de": "Rucksäcke",
+            "fr": "Sacs à dos",
+            "es": "Mochilas",
+            "zh": "背包",
+            "ar": "حقائب ظهر",
+            "ru": "Рюкзаки",
+            "hi": "बैकपैक",
+        },
+        "backpack",
+        _backpack,
+        (30, 140),
+    ),
+    (
+        "Chairs",
+        {
+            "de": "Stühle",
+            "fr": "Chaises",
+            "es": "Sillas",
+            "zh": "椅子",
+            "ar": "كراسي",
+            "ru": "Стулья",
+            "hi": "कुर्सियाँ",
+        },
+        "chair",
+        _chair,
+        (45, 400),
+    ),
+    (
+        "Tables",
+        {
+            "de": "Tische",
+            "fr": "Tables",
+            "es": "Mesas",
+            "zh": "桌子",
+            "ar": "طاولات",
+            "ru": "Столы",
+            "hi": "मेज़ें",
+        },
+        "table",
+        _table,
+        (90, 900),
+    ),
+    (
+        "Sofas",
+        {
+            "de": "Sofas",
+            "fr": "Canapés",
+            "es": "Sofás",
+            "zh": "沙发",
+            "ar": "أرائك",
+            "ru": "Диваны",
+            "hi": "सोफ़े",
+        },
+        "sofa",
+        _sofa,
+        (300, 2000),
+    ),
+    (
+        "Lamps",
+        {
+            "de": "Lampen",
+            "fr": "Lampes",
+            "es": "Lámparas",
+            "zh": "台灯",
+            "ar": "مصابيح",
+            "ru": "Лампы",
+            "hi": "लैंप",
+        },
+        "lamp",
+        _lamp,
+        (20, 250),
+    ),
+    (
+        "Mugs",
+        {
+            "de": "Tassen",
+            "fr": "Tasses",
+            "es": "Tazas",
+            "zh": "马克杯",
+            "ar": "أكواب",
+            "ru": "Кружки",
+            "hi": "मग",
+        },
+        "mug",
+        _mug,
+        (6, 30),
+    ),
+    (
+        "Cooking pots",
+        {
+            "de": "Kochtöpfe",
+            "fr": "Casseroles",
+            "es": "Ollas",
+            "zh": "锅",
+            "ar": "قدور طبخ",
+            "ru": "Кастрюли",
+            "hi": "पतीले",
+        },
+        "pot",
+        _pot,
+        (25, 180),
+    ),
+    (
+        "Hats",
+        {
+            "de": "Hüte",
+            "fr": "Chapeaux",
+            "es": "Sombreros",
+            "zh": "帽子",
+            "ar": "قبعات",
+            "ru": "Шляпы",
+            "hi": "टोपियाँ",
+        },
+        "hat",
+        _hat,
+        (15, 90),
+    ),
+    (
+        "Vases",
+        {
+            "de": "Vasen",
+            "fr": "Vases",
+            "es": "Jarrones",
+            "zh": "花瓶",
+            "ar": "مزهريات",
+            "ru": "Вазы",
+            "hi": "फूलदान",
+        },
+        "vase",
+        _vase,
+        (15, 120),
+    ),
 ]
 
 ITEM_NAMES = {
-    "t-shirt": {"en": "T-shirt", "de": "T-Shirt", "fr": "T-shirt", "es": "camiseta", "zh": "T恤"},
-    "dress": {"en": "dress", "de": "Kleid", "fr": "robe", "es": "vestido", "zh": "连衣裙"},
-    "trousers": {"en": "trousers", "de": "Hose", "fr": "pantalon", "es": "pantalón", "zh": "裤子"},
-    "sneaker": {"en": "sneakers", "de": "Turnschuhe", "fr": "baskets", "es": "zapatillas", "zh": "运动鞋"},
-    "boot": {"en": "boots", "de": "Stiefel", "fr": "bottes", "es": "botas", "zh": "靴子"},
-    "handbag": {"en": "handbag", "de": "Handtasche", "fr": "sac à main", "es": "bolso", "zh": "手提包"},
-    "backpack": {"en": "backpack", "de": "Rucksack", "fr": "sac à dos", "es": "mochila", "zh": "背包"},
-    "chair": {"en": "chair", "de": "Stuhl", "fr": "chaise", "es": "silla", "zh": "椅子"},
+    "t-shirt": {
+        "en": "T-shirt",
+        "de": "T-Shirt",
+        "fr": "T-shirt",
+        "es": "camiseta",
+        "zh": "T恤",
+    },
+    "dress": {
+        "en": "dress",
+        "de": "Kleid",
+        "fr": "robe",
+        "es": "vestido",
+        "zh": "连衣裙",
+    },
+    "trousers": {
+        "en": "trousers",
+        "de": "Hose",
+        "fr": "pantalon",
+        "es": "pantalón",
+        "zh": "裤子",
+    },
+    "sneaker": {
+        "en": "sneakers",
+        "de": "Turnschuhe",
+        "fr": "baskets",
+        "es": "zapatillas",
+        "zh": "运动鞋",
+    },
+    "boot": {
+        "en": "boots",
+        "de": "Stiefel",
+        "fr": "bottes",
+        "es": "botas",
+        "zh": "靴子",
+    },
+    "handbag": {
+        "en": "handbag",
+        "de": "Handtasche",
+        "fr": "sac à main",
+        "es": "bolso",
+        "zh": "手提包",
+    },
+    "backpack": {
+        "en": "backpack",
+        "de": "Rucksack",
+        "fr": "sac à dos",
+        "es": "mochila",
+        "zh": "背包",
+    },
+    "chair": {
+        "en": "chair",
+        "de": "Stuhl",
+        "fr": "chaise",
+        "es": "silla",
+        "zh": "椅子",
+    },
     "table": {"en": "table", "de": "Tisch", "fr": "table", "es": "mesa", "zh": "桌子"},
     "sofa": {"en": "sofa", "de": "Sofa", "fr": "canapé", "es": "sofá", "zh": "沙发"},
     "lamp": {"en": "lamp", "de": "Lampe", "fr": "lampe", "es": "lámpara", "zh": "台灯"},
     "mug": {"en": "mug", "de": "Tasse", "fr": "tasse", "es": "taza", "zh": "马克杯"},
-    "pot": {"en": "cooking pot", "de": "Kochtopf", "fr": "casserole", "es": "olla", "zh": "锅"},
+    "pot": {
+        "en": "cooking pot",
+        "de": "Kochtopf",
+        "fr": "casserole",
+        "es": "olla",
+        "zh": "锅",
+    },
     "hat": {"en": "hat", "de": "Hut", "fr": "chapeau", "es": "sombrero", "zh": "帽子"},
     "vase": {"en": "vase", "de": "Vase", "fr": "vase", "es": "jarrón", "zh": "花瓶"},
 }
@@ -174,8 +469,9 @@ ITEM_NAMES = {
 LANGUAGES = ("de", "fr", "es", "zh")
 
 
-def draw_product(drawer: Callable, colour: tuple[int, int, int], pattern: str,
-                 rng: random.Random) -> bytes:
+def draw_product(
+    drawer: Callable, colour: tuple[int, int, int], pattern: str, rng: random.Random
+) -> bytes:
     """PNG bytes of the item drawn by ``drawer``, filled with colour and pattern."""
     mask = Image.new("L", (SIZE, SIZE), 0)
     drawer(ImageDraw.Draw(mask), 1.0)
@@ -212,12 +508,19 @@ def generate_catalog(seed: int = 42) -> Iterator[dict[str, Any]]:
     """
     rng = random.Random(seed)
     colour_names = list(COLOURS)
-    for cat_index, (cat_name, cat_i18n, item, drawer, (low, high)) in enumerate(CATEGORIES):
-        category = {"name": cat_name, "slug": item.replace(" ", "-") + "s",
-                    "translations": {"en": cat_name, **cat_i18n}}
+    for cat_index, (cat_name, cat_i18n, item, drawer, (low, high)) in enumerate(
+        CATEGORIES
+    ):
+        category = {
+            "name": cat_name,
+            "slug": item.replace(" ", "-") + "s",
+            "translations": {"en": cat_name, **cat_i18n},
+        }
         for pat_index, pattern in enumerate(PATTERNS):
             for k in range(4):
-                colour = colour_names[(cat_index * 3 + pat_index * 4 + k) % len(colour_names)]
+                colour = colour_names[
+                    (cat_index * 3 + pat_index * 4 + k) % len(colour_names)
+                ]
                 rgb, colour_i18n = COLOURS[colour]
                 pattern_i18n = PATTERNS[pattern]
                 noun = ITEM_NAMES[item]

@@ -5,7 +5,9 @@ from .models import Product
 
 
 def product_list(request):
-    products = Product.objects.select_related("category").order_by("category__name", "name")
+    products = Product.objects.select_related("category").order_by(
+        "category__name", "name"
+    )
     page = Paginator(products, 48).get_page(request.GET.get("page"))
     return render(request, "catalog/product_list.html", {"page": page})
 

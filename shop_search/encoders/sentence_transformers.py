@@ -71,22 +71,24 @@ class SentenceTransformerEncoder(BaseEncoder):
             "Fix: point the setting at a local folder that holds the model "
             "(SHOP_SEARCH = {'IMAGE_MODEL': '/srv/models/clip-ViT-B-32', ...}), or "
             "download it once on a machine with network access "
-            f"(python -c \"from sentence_transformers import SentenceTransformer; "
+            f'(python -c "from sentence_transformers import SentenceTransformer; '
             f"SentenceTransformer('{self.model_name}')\") and copy the Hugging Face "
             "cache (~/.cache/huggingface, or HF_HOME) to this server"
             + (
                 "; HF_HUB_OFFLINE=1 is set, so only the cache is used."
                 if offline
-                else "; then set HF_HUB_OFFLINE=1 so the server never waits on the network."
+                else "; then set HF_HUB_OFFLINE=1 so the server never waits on "
+                "the network."
             )
         )
 
     @property
     def dimensions(self) -> int:
         model = self.model
-        getter = getattr(model, "get_embedding_dimension", None) or getattr(
-            model, "get_sentence_embedding_dimension"
-        )
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension().
+        getter = getattr(model, "get_embedding_dimension", None)
+        if getter is None:
+            getter = model.get_sentence_embedding_dimension
         dimensions = getter()
         if dimensions is None:
             dimensions = int(self.encode_texts(["a"]).shape[1])
@@ -131,7 +133,9 @@ class SentenceTransformerEncoder(BaseEncoder):
             return None
         for module in reversed(modules):
             try:
-                config = json.loads((folder / module["path"] / "config.json").read_text())
+                config = json.loads(
+                    (folder / module["path"] / "config.json").read_text()
+                )
             except (OSError, ValueError, KeyError):
                 continue
             for key in ("out_features", "projection_dim"):

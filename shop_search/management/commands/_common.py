@@ -23,7 +23,9 @@ def selected_models(labels: list[str] | None) -> list[type[SearchableProduct]]:
         try:
             model = apps.get_model(label)
         except (LookupError, ValueError) as exc:
-            raise CommandError(f"Unknown model {label!r}: use app_label.Model.") from exc
+            raise CommandError(
+                f"Unknown model {label!r}: use app_label.Model."
+            ) from exc
         if model not in available:
             names = ", ".join(m._meta.label for m in available)
             raise CommandError(f"{label} is not searchable. Searchable: {names}.")

@@ -6,7 +6,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop_search.exceptions import ModelLoadError
-from shop_search.indexing import IndexResult, index_objects, iter_chunks, pending_queryset
+from shop_search.indexing import (
+    IndexResult,
+    index_objects,
+    iter_chunks,
+    pending_queryset,
+)
 
 from ._common import selected_models
 
@@ -21,9 +26,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         mode = parser.add_mutually_exclusive_group()
-        mode.add_argument(
-            "--all", action="store_true", help="Re-encode every product."
-        )
+        mode.add_argument("--all", action="store_true", help="Re-encode every product.")
         mode.add_argument(
             "--stale",
             action="store_true",
@@ -67,7 +70,9 @@ class Command(BaseCommand):
             result = IndexResult()
             try:
                 for pks in iter_chunks(queryset, batch_size):
-                    chunk = index_objects(model, pks, force=force, batch_size=batch_size)
+                    chunk = index_objects(
+                        model, pks, force=force, batch_size=batch_size
+                    )
                     result += chunk
                     if bar is not None:
                         bar.update(len(pks))

@@ -19,11 +19,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--model", action="append", metavar="APP_LABEL.MODEL",
+            "--model",
+            action="append",
+            metavar="APP_LABEL.MODEL",
             help="Limit to this searchable model (repeatable).",
         )
         parser.add_argument(
-            "--failures", type=int, default=10, metavar="N",
+            "--failures",
+            type=int,
+            default=10,
+            metavar="N",
             help="List up to N failed products with their reasons (default 10).",
         )
 
@@ -46,10 +51,13 @@ class Command(BaseCommand):
             )
             self.stdout.write("  vectors by model:")
             for row in by_model:
-                mark = "" if row["search_model"] == current else "  (stale: not current)"
+                mark = (
+                    "" if row["search_model"] == current else "  (stale: not current)"
+                )
                 self.stdout.write(f"    {row['n']:>8}  {row['search_model']}{mark}")
             failed = manager.filter(
-                status_q(model, IndexStatus.FAILED) | status_q(model, IndexStatus.GIVEN_UP)
+                status_q(model, IndexStatus.FAILED)
+                | status_q(model, IndexStatus.GIVEN_UP)
             ).order_by("pk")[: options["failures"]]
             for obj in failed:
                 self.stdout.write(

@@ -20,25 +20,32 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "addrport", nargs="?", default="127.0.0.1:8000",
+            "addrport",
+            nargs="?",
+            default="127.0.0.1:8000",
             help="Port or address:port to serve on, as for runserver.",
         )
         parser.add_argument(
-            "--test-models", action="store_true",
+            "--test-models",
+            action="store_true",
             help="Use tiny random-weight models built locally (no downloads). "
             "Everything works, but rankings are meaningless.",
         )
         parser.add_argument(
-            "--no-serve", action="store_true",
+            "--no-serve",
+            action="store_true",
             help="Set up and index, then exit without serving.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["test_models"]:
             self._use_test_models()
-        call_command("migrate", interactive=False, verbosity=1)
+        streams = {"stdout": self.stdout._out, "stderr": self.stderr._out}
+        call_command("migrate", interactive=False, verbosity=1, **streams)
         self._load_catalog()
-        call_command("shop_search_reindex", verbosity=options["verbosity"] or 1)
+        call_command(
+            "shop_search_reindex", verbosity=options["verbosity"] or 1, **streams
+        )
         if options["test_models"]:
             self.stdout.write(
                 self.style.WARNING(
@@ -80,7 +87,12 @@ class Command(BaseCommand):
             return
         from tqdm import tqdm
 
-        with tqdm(total=240, desc="Drawing demo catalog", unit="product",
-                  file=self.stdout, mininterval=0.5) as bar:
+        with tqdm(
+            total=240,
+            desc="Drawing demo catalog",
+            unit="product",
+            file=self.stdout,
+            mininterval=0.5,
+        ) as bar:
             created, _ = load_items(generate_catalog(), progress=bar.update)
         self.stdout.write(self.style.SUCCESS(f"Loaded {created} demo products."))

@@ -23,7 +23,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
         parser.add_argument(
-            "--no-index", action="store_true",
+            "--no-index",
+            action="store_true",
             help="Only load; run shop_search_reindex later.",
         )
 
@@ -36,10 +37,17 @@ class Command(BaseCommand):
         items = [self._item(row, number, file.parent) for number, row in rows]
         created, updated = load_items(items)
         self.stdout.write(
-            self.style.SUCCESS(f"Imported {created} new and {updated} updated products.")
+            self.style.SUCCESS(
+                f"Imported {created} new and {updated} updated products."
+            )
         )
         if not options["no_index"]:
-            call_command("shop_search_reindex", verbosity=options["verbosity"])
+            call_command(
+                "shop_search_reindex",
+                verbosity=options["verbosity"],
+                stdout=self.stdout._out,
+                stderr=self.stderr._out,
+            )
 
     def _read(self, file: Path) -> Any:
         suffix = file.suffix.lower()
@@ -55,7 +63,9 @@ class Command(BaseCommand):
                     try:
                         yield number, json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise CommandError(f"{file}:{number}: invalid JSON: {exc}") from exc
+                        raise CommandError(
+                            f"{file}:{number}: invalid JSON: {exc}"
+                        ) from exc
         else:
             raise CommandError(f"{file}: use a .csv or .jsonl file.")
 

@@ -1,0 +1,108 @@
+"""shop_search_reindex and shop_search_status, as a shop's staff runs them."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from demo_shop.catalog.models import Product
+from shop_search.encoders import get_image_encoder
+from shop_search.models import IndexStatus
+from shop_search.signal_handlers import indexing_paused
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _run(*args: str) -> str:
+    out = StringIO()
+    call_command("shop_search_reindex", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_reindex_shows_progress_counts_and_summary(make_product):
+    with indexing_paused():
+        for _ in range(10):
+            make_product()
+    out = _run("--batch-size", "4")
+    assert "catalog.Product: 10 pending product(s)" in out
+    assert "10/10" in out  # the progress bar
+    assert "Done in" in out and "10 encoded" in out and "images/s" in out
+    assert Product.objects.filter(search_embedding__isnull=True).count() == 0
+
+
+def test_interrupted_reindex_rerun_encodes_nothing_twice(make_product, monkeypatch):
+    with indexing_paused():
+        products = [make_product() for _ in range(20)]
+    encoder = get_image_encoder()
+    original = encoder.encode_images
+    encoded: list[int] = []
+
+    def interrupt_on_third_batch(images):
+        if len(encoded) == 2:
+            raise KeyboardInterrupt  # Ctrl-C between two batches
+        encoded.append(len(images))
+        return original(images)
+
+    monkeypatch.setattr(encoder, "encode_images", interrupt_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _run("--batch-size", "4")
+    done = Product.objects.filter(search_embedding__isnull=False).count()
+    assert done == 8
+
+    monkeypatch.setattr(
+        encoder,
+        "encode_images",
+        lambda images: encoded.append(len(images)) or original(images),
+    )
+    out = _run("--batch-size", "4")
+    assert "12 pending" in out
+    assert sum(encoded) == len(products)  # every product encoded exactly once
+    assert {p.search_status for p in Product.objects.all()} == {IndexStatus.INDEXED}
+
+
+def test_reindex_all_re_encodes_everything(make_product):
+    for _ in range(3):
+        make_product()
+    out = _run("--all")
+    assert "3 all product(s)" in out and "3 encoded" in out
+
+
+def test_reindex_rejects_an_unknown_or_unsearchable_model():
+    with pytest.raises(CommandError, match="Unknown model"):
+        call_command("shop_search_reindex", "--model", "nope.Nope")
+    with pytest.raises(CommandError, match="not searchable"):
+        call_command("shop_search_reindex", "--model", "catalog.Category")
+
+
+def test_reindex_reports_a_model_that_cannot_load(make_product, settings):
+    with indexing_paused():
+        make_product()
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "IMAGE_MODEL": "/nonexistent/model"}
+    with pytest.raises(CommandError, match="/nonexistent/model"):
+        _run()
+
+
+def test_status_counts_each_state_and_lists_failures(make_product):
+    make_product()
+    make_product()
+    make_product(image=b"broken")
+    with indexing_paused():
+        make_product()
+    make_product(image=b"")
+    out = StringIO()
+    call_command("shop_search_status", stdout=out)
+    text = out.getvalue()
+    lines = {
+        line.strip().rsplit(None, 1)[0]: line.split()[-1]
+        for line in text.splitlines()
+        if line.startswith("  ") and line.split()[-1].isdigit()
+    }
+    assert lines["total"] == "5"
+    assert lines["Indexed"] == "2"
+    assert lines["Failed, will retry"] == "1"
+    assert lines["Not indexed yet"] == "1"
+    assert lines["No image"] == "1"
+    assert "tiny-clip" in text
+    assert "image_" in text  # the failure reason

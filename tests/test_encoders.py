@@ -1,0 +1,89 @@
+"""Model loading through the production path, on the tiny local models."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shop_search.encoders import (
+    SentenceTransformerEncoder,
+    get_image_encoder,
+    get_text_encoder,
+)
+from shop_search.exceptions import ModelLoadError
+
+
+def test_image_vectors_are_normalized_float32():
+    vectors = get_image_encoder().encode_images(
+        [Image.new("RGB", (300, 200), "red"), Image.new("RGB", (40, 90), "blue")]
+    )
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])
+
+
+def test_text_queries_in_many_scripts_land_in_the_image_space():
+    queries = [
+        "red dress",
+        "rotes Kleid",
+        "红色连衣裙",
+        "فستان أحمر",
+        "красное платье",
+        "लाल पोशाक",
+    ]
+    vectors = get_text_encoder().encode_texts(queries)
+    assert vectors.shape == (len(queries), get_image_encoder().dimensions)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert len({v.tobytes() for v in vectors}) == len(queries)
+
+
+def test_encoders_are_loaded_once_per_process():
+    assert get_image_encoder() is get_image_encoder()
+    assert get_image_encoder().model is get_image_encoder().model
+
+
+def test_concurrent_encoding_from_threads_matches_serial_results():
+    encoder = get_text_encoder()
+    texts = [f"blue shoe {i}" for i in range(8)]
+    expected = encoder.encode_texts(texts)
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = encoder.encode_texts([texts[i]])[0]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for i in range(8):
+        np.testing.assert_allclose(results[i], expected[i], atol=1e-5)
+
+
+def test_a_missing_model_names_the_model_the_cause_and_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    encoder = SentenceTransformerEncoder("/srv/models/no-such-clip")
+    with pytest.raises(ModelLoadError) as info:
+        encoder.encode_texts(["x"])
+    message = str(info.value)
+    assert "/srv/models/no-such-clip" in message
+    assert "HF_HUB_OFFLINE" in message
+    assert "local folder" in message
+    assert info.value.code == "model_unavailable"
+
+
+def test_dimensions_are_read_from_config_files_without_loading(settings):
+    image = settings.SHOP_SEARCH["IMAGE_MODEL"]
+    text = settings.SHOP_SEARCH["TEXT_MODEL"]
+    assert SentenceTransformerEncoder.peek_dimensions(image) == 512
+    assert SentenceTransformerEncoder.peek_dimensions(text) == 512
+    assert SentenceTransformerEncoder.peek_dimensions("/nowhere/model") is None

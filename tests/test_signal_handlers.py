@@ -1,0 +1,182 @@
+"""Encoding on save: what a shop developer sees after saving products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.db import transaction
+
+from demo_shop.catalog.models import Product
+from shop_search.models import IndexStatus
+from shop_search.signal_handlers import indexing_paused
+
+from .conftest import png_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_created_product_gets_a_unit_vector_of_the_field_dimension(make_product):
+    product = make_product()
+    product.refresh_from_db()
+    vector = product.search_embedding
+    assert vector is not None
+    assert vector.shape == (512,)
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-3)  # halfvec precision
+    assert product.search_status == IndexStatus.INDEXED
+    assert product.search_model.endswith("tiny-clip")
+
+
+def test_changing_the_name_alone_does_not_re_encode(make_product, encode_spy):
+    product = make_product()
+    assert sum(encode_spy) == 1
+    product.name = "Renamed"
+    product.save()
+    product.description = "New text"
+    product.save()
+    assert sum(encode_spy) == 1
+    product.refresh_from_db()
+    assert product.search_status == IndexStatus.INDEXED
+
+
+def test_saving_a_stale_in_memory_object_keeps_the_stored_vector(make_product):
+    product = make_product()  # indexed after commit; this object never saw the vector
+    stored = Product.objects.get(pk=product.pk).search_embedding
+    product.name = "Renamed"
+    product.save()
+    again = Product.objects.get(pk=product.pk)
+    assert again.name == "Renamed"
+    np.testing.assert_array_equal(again.search_embedding, stored)
+
+
+def test_changing_the_image_re_encodes(make_product, encode_spy):
+    product = make_product(colour="red")
+    before = Product.objects.get(pk=product.pk).search_embedding
+    product.image.save("blue.png", ContentFile(png_bytes("blue")), save=False)
+    product.save()
+    assert sum(encode_spy) == 2
+    after = Product.objects.get(pk=product.pk)
+    assert after.search_status == IndexStatus.INDEXED
+    assert not np.allclose(after.search_embedding, before)
+
+
+def test_a_rolled_back_save_encodes_nothing(make_product, encode_spy):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_product()
+        raise RuntimeError("rollback")
+    assert encode_spy == []
+    assert not Product.objects.exists()
+
+
+def test_unreadable_image_is_saved_and_marked_failed(make_product):
+    product = make_product(image=b"GIF89a this is not really an image")
+    stored = Product.objects.get(pk=product.pk)
+    assert stored.name == product.name  # the save itself succeeded
+    assert stored.search_embedding is None
+    assert stored.search_status == IndexStatus.FAILED
+    assert stored.search_attempts == 1
+    assert stored.search_error.startswith("image_")
+
+
+def test_failed_product_is_retried_by_reindex_then_set_aside(make_product, settings):
+    product = make_product(image=b"\x89PNG\r\n\x1a\n truncated")
+    for attempt in (2, 3):
+        call_command("shop_search_reindex", verbosity=0)
+        assert Product.objects.get(pk=product.pk).search_attempts == attempt
+    stored = Product.objects.get(pk=product.pk)
+    assert stored.search_status == IndexStatus.GIVEN_UP
+    call_command("shop_search_reindex", verbosity=0)  # not retried forever
+    assert Product.objects.get(pk=product.pk).search_attempts == 3
+
+
+def test_a_new_image_gives_a_failed_product_a_fresh_start(make_product):
+    product = make_product(image=b"not an image at all")
+    product = Product.objects.get(pk=product.pk)
+    product.image.save("good.png", ContentFile(png_bytes("green")), save=False)
+    product.save()
+    stored = Product.objects.get(pk=product.pk)
+    assert stored.search_status == IndexStatus.INDEXED
+    assert stored.search_error == "" and stored.search_attempts == 0
+
+
+def test_removing_the_image_clears_the_vector(make_product):
+    product = make_product()
+    product = Product.objects.get(pk=product.pk)
+    product.image = ""
+    product.save()
+    stored = Product.objects.get(pk=product.pk)
+    assert stored.search_embedding is None
+    assert stored.search_status == IndexStatus.NO_IMAGE
+
+
+def test_queryset_update_of_images_is_caught_by_reindex_stale(make_product, encode_spy):
+    red, blue = make_product(colour="red"), make_product(colour="blue")
+    other = make_product(colour="green")
+    Product.objects.filter(pk=red.pk).update(image=blue.image.name)
+    assert Product.objects.get(pk=red.pk).search_status == IndexStatus.STALE
+    encode_spy.clear()
+    call_command("shop_search_reindex", "--stale", verbosity=0)
+    assert sum(encode_spy) == 1  # only the changed row
+    red = Product.objects.get(pk=red.pk)
+    assert red.search_status == IndexStatus.INDEXED
+    np.testing.assert_array_equal(
+        red.search_embedding, Product.objects.get(pk=blue.pk).search_embedding
+    )
+    assert Product.objects.get(pk=other.pk).search_status == IndexStatus.INDEXED
+
+
+def test_bulk_created_products_are_found_missing_and_indexed(category):
+    from django.core.files.storage import default_storage
+
+    name = default_storage.save("products/bulk.png", ContentFile(png_bytes("red")))
+    Product.objects.bulk_create(
+        Product(sku=f"B{i}", name=f"Bulk {i}", price=1, category=category, image=name)
+        for i in range(5)
+    )
+    statuses = {p.search_status for p in Product.objects.all()}
+    assert statuses == {IndexStatus.MISSING}
+    call_command("shop_search_reindex", verbosity=0)
+    assert {p.search_status for p in Product.objects.all()} == {IndexStatus.INDEXED}
+
+
+def test_fixture_loads_are_not_indexed(make_product, tmp_path, encode_spy):
+    product = make_product()
+    call_command("dumpdata", "catalog", output=str(tmp_path / "f.json"), verbosity=0)
+    Product.objects.all().delete()
+    encode_spy.clear()
+    call_command("loaddata", str(tmp_path / "f.json"), verbosity=0)
+    assert encode_spy == []
+    assert Product.objects.get(pk=product.pk).search_embedding is not None
+
+
+def test_indexing_paused_leaves_products_for_reindex(make_product, encode_spy):
+    with indexing_paused():
+        products = [make_product() for _ in range(3)]
+    assert encode_spy == []
+    call_command("shop_search_reindex", verbosity=0)
+    assert encode_spy == [3]  # one batch, one forward pass
+    assert all(
+        Product.objects.get(pk=p.pk).search_status == IndexStatus.INDEXED
+        for p in products
+    )
+
+
+def test_a_model_change_makes_vectors_stale(make_product, settings, tmp_path):
+    product = make_product()
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "IMAGE_MODEL": str(tmp_path / "other"),
+    }
+    assert Product.objects.get(pk=product.pk).search_status == IndexStatus.STALE
+
+
+def test_save_succeeds_when_the_model_cannot_be_loaded(make_product, settings, caplog):
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "IMAGE_MODEL": "/nonexistent/shop-search-model",
+    }
+    product = make_product()
+    stored = Product.objects.get(pk=product.pk)
+    assert stored.search_status == IndexStatus.MISSING  # not blamed on the product
+    assert "run shop_search_reindex later" in caplog.text
