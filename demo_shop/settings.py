@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "shop_search",
     "demo_shop.catalog",
 ]
@@ -74,6 +75,24 @@ SHOP_SEARCH = {
         "sentence-transformers/clip-ViT-B-32-multilingual-v1",
     ),
     "INDEXING_MODE": os.environ.get("SHOP_SEARCH_INDEXING_MODE", "sync"),
+    "PRODUCT_SERIALIZER": "demo_shop.catalog.serializers.ProductSerializer",
+    "FILTERS": {
+        "min_price": "price__gte",
+        "max_price": "price__lte",
+        "in_stock": "in_stock",
+        "colour": "colour__iexact",
+    },
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Demo shop search API",
+    "DESCRIPTION": "Multilingual text, photo and shop-the-look product search "
+    "(shop_search).",
+    "VERSION": "1.0.0",
 }
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")

@@ -16,12 +16,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from . import categories
+from .conf import shop_search_settings
 from .exceptions import ShopSearchError
 from .indexing import index_objects
 from .models import IndexStatus, status_q
@@ -67,18 +72,31 @@ class SearchableAdminMixin:
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None:
             fields.append("search_index_details")
+            if self.model.search_category_field:
+                fields.append("category_suggestions")
         return fields
 
     def get_actions(self, request: HttpRequest) -> Any:
         actions = super().get_actions(request)
         if self.has_change_permission(request):
-            action = SearchableAdminMixin.reindex_selected
-            actions["reindex_selected"] = (
-                action,
-                "reindex_selected",
-                action.short_description,
-            )
+            names = ["reindex_selected"]
+            if self.model.search_category_field:
+                names.append("apply_suggested_categories")
+            for name in names:
+                action = getattr(SearchableAdminMixin, name)
+                actions[name] = (action, name, action.short_description)
         return actions
+
+    def get_urls(self) -> list[Any]:
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path(
+                "<path:object_id>/shop-search/accept-category/<str:category_id>/",
+                self.admin_site.admin_view(self.accept_category_view),
+                name="%s_%s_accept_category" % info,
+            ),
+            *super().get_urls(),
+        ]
 
     @admin.display(description=_("search index"))
     def search_index_status(self, obj: Any) -> str:
@@ -104,6 +122,102 @@ class SearchableAdminMixin:
                 )
             )
         return format_html("<br>".join(["{}"] * len(parts)), *parts)
+
+    @admin.display(description=_("suggested categories"))
+    def category_suggestions(self, obj: Any) -> str:
+        try:
+            suggestions = categories.suggest_for_product(obj)[:3]
+        except ShopSearchError as exc:
+            return exc.message
+        if not suggestions:
+            return _("Available once the product is indexed.")
+        field = self.model.search_category_field
+        current = getattr(obj, f"{field}_id", None)
+        info = self.model._meta.app_label, self.model._meta.model_name
+        rows = []
+        for suggestion in suggestions:
+            url = reverse(
+                "admin:%s_%s_accept_category" % info,
+                args=[obj.pk, suggestion.category.pk],
+            )
+            if suggestion.category.pk == current:
+                button = format_html("<em>{}</em>", _("current"))
+            else:
+                button = format_html(
+                    '<button type="submit" formaction="{}" formmethod="post" '
+                    'class="button" name="_accept_category">{}</button>',
+                    url,
+                    _("Accept"),
+                )
+            rows.append((suggestion.category, f"{suggestion.probability:.0%}", button))
+        return format_html(
+            "<table><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    def accept_category_view(
+        self, request: HttpRequest, object_id: str, category_id: str
+    ) -> HttpResponseRedirect:
+        if request.method != "POST":
+            raise PermissionDenied
+        obj = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        field = self.model.search_category_field
+        category_model = categories.category_model(self.model)
+        category = get_object_or_404(category_model._default_manager, pk=category_id)
+        setattr(obj, field, category)
+        obj.save(update_fields=[field])
+        self.log_change(request, obj, [{"changed": {"fields": [field]}}])
+        self.message_user(
+            request,
+            _("Category of “%(product)s” set to “%(category)s”.")
+            % {"product": obj, "category": category},
+            messages.SUCCESS,
+        )
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return HttpResponseRedirect(reverse("admin:%s_%s_change" % info, args=[obj.pk]))
+
+    def apply_suggested_categories(
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> None:
+        threshold = shop_search_settings.CATEGORY_APPLY_THRESHOLD
+        changes = categories.apply_suggestions(queryset, threshold=threshold)
+        if not changes:
+            self.message_user(
+                request,
+                _(
+                    "No category changed: no suggestion reached %(t)s, or the "
+                    "products already have the suggested category."
+                )
+                % {"t": f"{threshold:.0%}"},
+                messages.INFO,
+            )
+            return
+        for product, _old, _new, _probability in changes:
+            self.log_change(
+                request,
+                product,
+                [{"changed": {"fields": [queryset.model.search_category_field]}}],
+            )
+        listing = "; ".join(
+            f"{product}: {old} → {new} ({probability:.0%})"
+            for product, old, new, probability in changes
+        )
+        self.message_user(
+            request,
+            ngettext(
+                "Changed the category of %(n)d product: %(list)s",
+                "Changed the category of %(n)d products: %(list)s",
+                len(changes),
+            )
+            % {"n": len(changes), "list": listing},
+            messages.SUCCESS,
+        )
+
+    apply_suggested_categories.short_description = _(  # type: ignore[attr-defined]
+        "Apply suggested categories (confident suggestions only)"
+    )
 
     def reindex_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         pks = list(queryset.values_list("pk", flat=True))

@@ -38,6 +38,54 @@ DEFAULTS: dict[str, Any] = {
     # Image safety limits, checked from the header before decoding.
     "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 40_000_000,
+    # --- Search (the read path) ---
+    # The searchable model the API and the page search ("app_label.Model");
+    # None: the only model that inherits SearchableProduct.
+    "PRODUCT_MODEL": None,
+    # Drop results whose similarity is below this (None: keep all). CLIP
+    # text-to-image similarities of good matches are typically 0.25-0.35.
+    "MIN_SCORE": None,
+    # Query embeddings kept in memory (per process), so a repeated query is
+    # not encoded again.
+    "QUERY_CACHE_SIZE": 1024,
+    "MAX_QUERY_LENGTH": 200,
+    # HNSW candidate list size per query (pgvector hnsw.ef_search), and the
+    # most tuples an iterative (filtered) scan may visit before shop_search
+    # falls back to an exact scan to fill the page.
+    "EF_SEARCH": 100,
+    "MAX_SCAN_TUPLES": 20_000,
+    # Page size limits for the API and the page.
+    "DEFAULT_LIMIT": 24,
+    "MAX_LIMIT": 100,
+    # Query parameter -> ORM lookup on the product model, for API/page filters.
+    # The category parameter is added from search_category_field.
+    "FILTERS": {},
+    # Category suggestions: prompt templates per language ({} is the name),
+    # and CLIP's logit scale for the softmax.
+    "CATEGORY_PROMPTS": {
+        "en": "a photo of a {}",
+        "de": "ein Foto von {}",
+        "fr": "une photo de {}",
+        "es": "una foto de {}",
+        "it": "una foto di {}",
+        "zh": "{}的照片",
+        "ja": "{}の写真",
+        "ar": "صورة {}",
+        "ru": "фотография: {}",
+        "hi": "{} की तस्वीर",
+    },
+    "CATEGORY_LOGIT_SCALE": 100.0,
+    # The admin action "Apply suggested categories" changes a product's
+    # category only when the top suggestion is at least this likely.
+    "CATEGORY_APPLY_THRESHOLD": 0.6,
+    # Shop the look: the detector class, and its thresholds.
+    "DETECTOR_CLASS": "shop_search.detectors.CropDetector",
+    "DETECTOR_MODEL": "google/owlvit-base-patch32",
+    "DETECTION_MIN_SCORE": 0.3,
+    "DETECTION_MAX_ITEMS": 5,
+    # API: the product serializer, and throttle rates per scope.
+    "PRODUCT_SERIALIZER": "shop_search.api.serializers.ProductSerializer",
+    "THROTTLE_RATES": {"shop_search_text": "120/min", "shop_search_image": "20/min"},
 }
 
 

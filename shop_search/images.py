@@ -53,6 +53,7 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_header(image)
+            original_size = _oriented_size(image)
             if max_side and image.format == "JPEG":
                 # Let libjpeg decode at a reduced scale: far less memory and time.
                 image.draft("RGB", (max_side, max_side))
@@ -78,6 +79,8 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
         ) from exc
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    # Where the caller needs coordinates in the uploaded image (shop the look).
+    image.info["original_size"] = original_size
     return image
 
 
@@ -119,6 +122,16 @@ def _check_header(image: Image.Image) -> None:
             f"is {max_pixels:,} (SHOP_SEARCH['MAX_IMAGE_PIXELS']).",
             code="image_too_many_pixels",
         )
+
+
+def _oriented_size(image: Image.Image) -> tuple[int, int]:
+    """The full-resolution size once EXIF orientation is applied."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - malformed EXIF
+        orientation = None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _first_frame(image: Image.Image) -> Image.Image:

@@ -1,4 +1,5 @@
 from django.db import models
+from django.urls import reverse
 from django.utils.translation import get_language
 
 from shop_search.models import SearchableProduct
@@ -48,6 +49,9 @@ class Product(SearchableProduct):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("product_detail", args=[self.pk])
 
     def localized_name(self, language: str | None = None) -> str:
         language = (language or get_language() or "en").split("-")[0]

@@ -1,0 +1,1 @@
+"""The storefront search API (Django REST framework). Mount ``shop_search.api.urls``."""

@@ -1,0 +1,146 @@
+"""Serializers for the search API: request parameters and results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from ..conf import shop_search_settings
+
+
+class ProductSerializer(serializers.Serializer):
+    """
+    The default product representation: ``id``, ``name`` (``str(product)``)
+    and ``image`` (absolute URL). Name your own serializer class in
+    ``SHOP_SEARCH['PRODUCT_SERIALIZER']`` to show prices, links and more.
+    """
+
+    id = serializers.SerializerMethodField()
+    name = serializers.SerializerMethodField()
+    image = serializers.SerializerMethodField()
+
+    def get_id(self, obj: Any) -> Any:
+        return obj.pk
+
+    def get_name(self, obj: Any) -> str:
+        return str(obj)
+
+    def get_image(self, obj: Any) -> str | None:
+        return image_url(obj, self.context.get("request"))
+
+
+def image_url(obj: Any, request: Any = None) -> str | None:
+    """Absolute URL of a product's search image, or None."""
+    file = getattr(obj, type(obj).search_image_field, None)
+    if not file:
+        return None
+    try:
+        url = file.url
+    except ValueError:
+        return None
+    return request.build_absolute_uri(url) if request is not None else url
+
+
+class PageParamsSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, min_value=1, help_text="Results per page (1 to MAX_LIMIT)."
+    )
+    offset = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=10_000,
+        default=0,
+        help_text="Results to skip.",
+    )
+
+    def validate_limit(self, value: int) -> int:
+        maximum = shop_search_settings.MAX_LIMIT
+        if value > maximum:
+            raise serializers.ValidationError(
+                f"Ensure this value is at most {maximum}."
+            )
+        return value
+
+
+class TextSearchParamsSerializer(PageParamsSerializer):
+    q = serializers.CharField(
+        help_text="The query, in any of the text model's 50+ languages.",
+        trim_whitespace=True,
+        max_length=2000,
+    )
+
+
+class ImageSearchSerializer(PageParamsSerializer):
+    image = serializers.FileField(
+        help_text="A JPEG, PNG, WebP or GIF photo.", allow_empty_file=True
+    )
+    group = serializers.ChoiceField(
+        choices=["none", "look"],
+        default="none",
+        required=False,
+        help_text='"look": detect the items in the photo (shop the look) and '
+        "return products per item, plus the whole-image results.",
+    )
+
+
+class CategorySuggestSerializer(serializers.Serializer):
+    image = serializers.FileField(required=False, allow_empty_file=True)
+    text = serializers.CharField(required=False, max_length=2000)
+    top = serializers.IntegerField(
+        required=False, min_value=1, max_value=1000, default=5
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("image")) == bool(attrs.get("text")):
+            raise serializers.ValidationError(
+                "Send exactly one of 'image' (multipart) or 'text'."
+            )
+        return attrs
+
+
+class HitSerializer(serializers.Serializer):
+    score = serializers.FloatField(help_text="Cosine similarity, -1 to 1.")
+    product = serializers.DictField(
+        help_text="The product, as PRODUCT_SERIALIZER shows it."
+    )
+
+
+class CategorySerializer(serializers.Serializer):
+    id = serializers.JSONField()
+    name = serializers.CharField()
+    probability = serializers.FloatField()
+
+
+class CategorySuggestResultSerializer(serializers.Serializer):
+    categories = CategorySerializer(many=True)
+
+
+class SearchResultSerializer(serializers.Serializer):
+    results = HitSerializer(many=True)
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    next_offset = serializers.IntegerField(allow_null=True)
+    categories = CategorySerializer(many=True, required=False)
+
+
+class LookItemSerializer(serializers.Serializer):
+    box = serializers.ListField(
+        child=serializers.IntegerField(), help_text="[x0, y0, x1, y1] in image pixels."
+    )
+    label = serializers.CharField()
+    category = CategorySerializer()
+    score = serializers.FloatField()
+    results = HitSerializer(many=True)
+
+
+class LookResultSerializer(serializers.Serializer):
+    image_size = serializers.ListField(child=serializers.IntegerField())
+    items = LookItemSerializer(many=True)
+    whole_image = SearchResultSerializer()
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    errors = serializers.DictField(required=False)

@@ -1,0 +1,328 @@
+"""
+Storefront search API views. Thin: validate, call :mod:`shop_search.search`,
+serialize. Errors are JSON ``{"code": ..., "message": ..., "errors": {...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .. import categories as categories_module
+from .. import search
+from ..conf import import_from_setting
+from ..exceptions import ImageError, ModelLoadError, ShopSearchError
+from ..filtering import FilterError, apply_filters, filter_lookups
+from . import serializers as s
+from .throttling import SearchRateThrottle
+
+__all__ = [
+    "TextSearchView",
+    "ImageSearchView",
+    "SimilarProductsView",
+    "CategorySuggestView",
+    "exception_handler",
+]
+
+_IMAGE_STATUS = {"image_too_large": 413, "image_too_many_pixels": 413}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error as ``{"code", "message", "errors"?}`` with a fitting status."""
+    if isinstance(exc, FilterError):
+        return _error(400, exc.code, exc.message, exc.errors)
+    if isinstance(exc, ImageError):
+        return _error(_IMAGE_STATUS.get(exc.code, 400), exc.code, exc.message)
+    if isinstance(exc, ModelLoadError):
+        response = _error(503, exc.code, "Search is temporarily unavailable.")
+        response["Retry-After"] = "30"
+        return response
+    if isinstance(exc, ShopSearchError):
+        return _error(400, exc.code, exc.message)
+    if isinstance(exc, Http404):
+        return _error(404, "not_found", "No such product.")
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, ValidationError):
+        response.data = {
+            "code": "invalid_parameters",
+            "message": "Some parameters are invalid: "
+            + ", ".join(sorted(map(str, exc.detail)))
+            + ".",
+            "errors": exc.detail,
+        }
+    elif isinstance(exc, APIException):
+        detail = exc.detail
+        response.data = {
+            "code": getattr(exc, "default_code", "error"),
+            "message": str(detail),
+        }
+    return response
+
+
+def _error(code_status: int, code: str, message: str, errors: Any = None) -> Response:
+    data: dict[str, Any] = {"code": code, "message": message}
+    if errors:
+        data["errors"] = errors
+    return Response(data, status=code_status)
+
+
+class SearchSchema(AutoSchema):
+    """Adds the configured filter parameters (read when the schema is built)."""
+
+    def get_override_parameters(self) -> list[Any]:
+        lookups = filter_lookups(search.product_model())
+        filters = [
+            OpenApiParameter(
+                name, OpenApiTypes.STR, description=f"Filter on `{lookup}`."
+            )
+            for name, lookup in lookups.items()
+        ]
+        return [*super().get_override_parameters(), *filters]
+
+
+class _SearchView(APIView):
+    schema = SearchSchema()
+    permission_classes = [AllowAny]
+    throttle_classes = [SearchRateThrottle]
+
+    def get_exception_handler(self):
+        return exception_handler
+
+    def get_queryset(self):
+        """The products shoppers may find. Override to restrict (channel, stock...)."""
+        return search.product_model()._default_manager.all()
+
+    def filtered_queryset(self, params: Any):
+        queryset, _applied = apply_filters(self.get_queryset(), params)
+        return queryset
+
+    def serialize_hits(self, page: search.Page) -> list[dict[str, Any]]:
+        serializer_class = import_from_setting("PRODUCT_SERIALIZER")
+        context = {"request": self.request, "view": self}
+        products = serializer_class(
+            [hit.object for hit in page], many=True, context=context
+        ).data
+        return [
+            {"score": round(hit.score, 6), "product": product}
+            for hit, product in zip(page, products, strict=True)
+        ]
+
+    def page_data(self, page: search.Page) -> dict[str, Any]:
+        return {
+            "results": self.serialize_hits(page),
+            "limit": page.limit,
+            "offset": page.offset,
+            "next_offset": page.offset + page.limit if page.has_more else None,
+        }
+
+
+def _category_data(suggestion: categories_module.Suggestion) -> dict[str, Any]:
+    return {
+        "id": suggestion.category.pk,
+        "name": str(suggestion.category),
+        "probability": round(suggestion.probability, 6),
+    }
+
+
+_ERRORS = {
+    400: OpenApiResponse(s.ErrorSerializer, description="Invalid parameters."),
+    429: OpenApiResponse(s.ErrorSerializer, description="Throttled; see Retry-After."),
+    503: OpenApiResponse(s.ErrorSerializer, description="Models not available."),
+}
+
+
+class TextSearchView(_SearchView):
+    """Search products by a text query in any language."""
+
+    throttle_scope = "shop_search_text"
+
+    @extend_schema(
+        operation_id="search_text",
+        parameters=[s.TextSearchParamsSerializer],
+        responses={200: s.SearchResultSerializer, **_ERRORS},
+        examples=[
+            OpenApiExample(
+                "German query",
+                response_only=True,
+                value={
+                    "results": [
+                        {
+                            "score": 0.31,
+                            "product": {"id": 7, "name": "Red dotted dress"},
+                        }
+                    ],
+                    "limit": 24,
+                    "offset": 0,
+                    "next_offset": 24,
+                    "categories": [{"id": 2, "name": "Dresses", "probability": 0.82}],
+                },
+            ),
+            OpenApiExample(
+                "Empty query",
+                status_codes=["400"],
+                response_only=True,
+                value={"code": "query_empty", "message": "The query is empty."},
+            ),
+        ],
+    )
+    def get(self, request, *args: Any, **kwargs: Any) -> Response:
+        params = s.TextSearchParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        queryset = self.filtered_queryset(request.query_params)
+        query = search.normalize_query(data["q"])
+        page = search.search_text(
+            queryset, query, limit=data.get("limit"), offset=data["offset"]
+        )
+        body = self.page_data(page)
+        body["categories"] = self.query_categories(queryset.model, query)
+        return Response(body)
+
+    def query_categories(self, model: Any, query: str) -> list[dict[str, Any]]:
+        """The categories the query most likely means ("search in Dresses")."""
+        if not model.search_category_field:
+            return []
+        suggestions = categories_module.classify(
+            search.text_vector(query), categories_module.all_categories(model)
+        )
+        return [_category_data(x) for x in suggestions[:3]]
+
+
+class ImageSearchView(_SearchView):
+    """Search products by an uploaded photo, optionally per detected item."""
+
+    throttle_scope = "shop_search_image"
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="search_image",
+        request={"multipart/form-data": s.ImageSearchSerializer},
+        responses={
+            200: OpenApiResponse(
+                s.SearchResultSerializer,
+                description="Results; with group=look, a LookResult instead.",
+            ),
+            413: OpenApiResponse(s.ErrorSerializer, description="Image too large."),
+            415: OpenApiResponse(s.ErrorSerializer, description="Not multipart."),
+            **_ERRORS,
+        },
+    )
+    def post(self, request, *args: Any, **kwargs: Any) -> Response:
+        params = s.ImageSearchSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        queryset = self.filtered_queryset(request.query_params)
+        if data["group"] == "look":
+            look = search.shop_the_look(
+                queryset, data["image"], limit=data.get("limit")
+            )
+            return Response(
+                {
+                    "image_size": list(look.image_size),
+                    "items": [
+                        {
+                            "box": list(item.box),
+                            "label": str(item.category),
+                            "category": _category_data(
+                                categories_module.Suggestion(item.category, item.score)
+                            ),
+                            "score": round(item.score, 6),
+                            "results": self.serialize_hits(item.page),
+                        }
+                        for item in look.items
+                    ],
+                    "whole_image": self.page_data(look.whole_image),
+                }
+            )
+        page = search.search_image(
+            queryset, data["image"], limit=data.get("limit"), offset=data["offset"]
+        )
+        return Response(self.page_data(page))
+
+
+class SimilarProductsView(_SearchView):
+    """Products that look like a given product (its stored vector)."""
+
+    throttle_scope = "shop_search_text"
+
+    @extend_schema(
+        operation_id="similar_products",
+        parameters=[s.PageParamsSerializer],
+        responses={200: s.SearchResultSerializer, 404: s.ErrorSerializer, **_ERRORS},
+    )
+    def get(self, request, pk: Any, *args: Any, **kwargs: Any) -> Response:
+        params = s.PageParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        try:
+            product = self.get_queryset().get(pk=pk)
+        except (search.product_model().DoesNotExist, ValueError, TypeError) as exc:
+            raise Http404 from exc
+        queryset = self.filtered_queryset(request.query_params)
+        page = search.similar_products(
+            queryset, product, limit=data.get("limit"), offset=data["offset"]
+        )
+        return Response(self.page_data(page))
+
+
+class CategorySuggestView(_SearchView):
+    """Zero-shot category suggestions for an image or a text."""
+
+    throttle_scope = "shop_search_image"
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(
+        operation_id="suggest_categories",
+        request={
+            "multipart/form-data": s.CategorySuggestSerializer,
+            "application/json": s.CategorySuggestSerializer,
+        },
+        responses={
+            200: OpenApiResponse(
+                s.CategorySuggestResultSerializer,
+                description="Categories, most likely first; probabilities over all "
+                "categories sum to 1.",
+            ),
+            **_ERRORS,
+        },
+        examples=[
+            OpenApiExample(
+                "Text",
+                request_only=True,
+                media_type="application/json",
+                value={"text": "rotes Kleid", "top": 3},
+            ),
+        ],
+    )
+    def post(self, request, *args: Any, **kwargs: Any) -> Response:
+        params = s.CategorySuggestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        model = search.product_model()
+        if data.get("image"):
+            vector = search.image_vector(data["image"])
+        else:
+            vector = search.text_vector(search.normalize_query(data["text"]))
+        suggestions = categories_module.classify(
+            vector, categories_module.all_categories(model)
+        )
+        return Response(
+            {"categories": [_category_data(x) for x in suggestions[: data["top"]]]}
+        )

@@ -1,0 +1,353 @@
+"""
+The only read path: every search reads vectors through this module.
+
+Each function takes a base queryset (the shop's own filters: category, price,
+stock, channel...) and returns a :class:`Page` of :class:`Hit` (product and
+similarity score, highest first). Filters run in the same SQL query as the
+HNSW ordering, with pgvector's iterative index scans, and a page that asks
+for k products returns k whenever at least k products match: if the index
+scan gives up early (``MAX_SCAN_TUPLES``), the page is refilled by an exact
+scan. Only vectors made by the current ``IMAGE_MODEL`` are compared.
+"""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, models, transaction
+from django.db.models.functions import Cast
+from pgvector.django import MaxInnerProduct
+
+from .conf import shop_search_settings
+from .encoders import get_image_encoder, get_text_encoder, image_model_id
+from .exceptions import ShopSearchError
+from .images import load_image
+from .models import SearchableProduct, searchable_models
+
+__all__ = [
+    "Hit",
+    "Page",
+    "QueryError",
+    "product_model",
+    "normalize_query",
+    "text_vector",
+    "image_vector",
+    "nearest",
+    "search_text",
+    "search_image",
+    "similar_products",
+    "shop_the_look",
+    "Look",
+    "LookItem",
+]
+
+
+class QueryError(ShopSearchError):
+    """A search query that cannot be run (empty, too long, bad parameters)."""
+
+    code = "invalid_query"
+
+
+@dataclass
+class Hit:
+    """One result: the product and its cosine similarity to the query."""
+
+    object: Any
+    score: float
+
+
+@dataclass
+class Page:
+    """A page of results. ``has_more``: a next page exists at ``offset + limit``."""
+
+    hits: list[Hit]
+    limit: int
+    offset: int
+    has_more: bool
+    exact: bool = False  # the page was filled by an exact scan
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+
+def product_model() -> type[SearchableProduct]:
+    """The model searched by the API and the page (``PRODUCT_MODEL``)."""
+    label = shop_search_settings.PRODUCT_MODEL
+    if label:
+        model = apps.get_model(label)
+        if not issubclass(model, SearchableProduct):
+            raise ImproperlyConfigured(
+                f"SHOP_SEARCH['PRODUCT_MODEL'] = {label!r} does not inherit "
+                f"shop_search.models.SearchableProduct."
+            )
+        return model
+    models_ = searchable_models()
+    if len(models_) != 1:
+        names = ", ".join(m._meta.label for m in models_) or "none"
+        raise ImproperlyConfigured(
+            f"Set SHOP_SEARCH['PRODUCT_MODEL'] to the model to search "
+            f"(searchable models: {names})."
+        )
+    return models_[0]
+
+
+# --- query vectors -----------------------------------------------------------
+
+
+def normalize_query(query: Any) -> str:
+    """
+    NFC-normalise, drop control characters, collapse whitespace.
+
+    Raises :class:`QueryError` (``query_empty`` / ``query_too_long``).
+    """
+    if not isinstance(query, str):
+        raise QueryError("The query must be text.", code="query_invalid")
+    text = unicodedata.normalize("NFC", query)
+    text = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
+        for ch in text
+    )
+    text = " ".join(text.split())
+    if not text:
+        raise QueryError("The query is empty.", code="query_empty")
+    limit = shop_search_settings.MAX_QUERY_LENGTH
+    if len(text) > limit:
+        raise QueryError(
+            f"The query is {len(text)} characters long; the limit is {limit}.",
+            code="query_too_long",
+        )
+    return text
+
+
+class _LRU:
+    """A small thread-safe LRU cache of query vectors."""
+
+    def __init__(self) -> None:
+        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: np.ndarray) -> None:
+        size = shop_search_settings.QUERY_CACHE_SIZE
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > max(size, 0):
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = 0
+
+
+query_cache = _LRU()
+
+
+def text_vector(query: str) -> np.ndarray:
+    """The (cached) embedding of a normalised text query."""
+    encoder = get_text_encoder()
+    key = (encoder.model_id, query)
+    vector = query_cache.get(key)
+    if vector is None:
+        vector = encoder.encode_texts([query])[0]
+        vector.setflags(write=False)
+        query_cache.put(key, vector)
+    return vector
+
+
+def image_vector(source: Any) -> np.ndarray:
+    """The embedding of an uploaded image (bytes, file, path). Raises ImageError."""
+    return get_image_encoder().encode_images([load_image(source)])[0]
+
+
+# --- nearest neighbours ---------------------------------------------------------
+
+
+def nearest(
+    queryset: models.QuerySet,
+    vector: np.ndarray,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    min_score: float | None = None,
+) -> Page:
+    """
+    The products of ``queryset`` nearest to ``vector``, best first.
+
+    ``min_score`` (default ``MIN_SCORE``) drops weaker results.
+    """
+    limit = _check_limit(limit, offset)
+    if min_score is None:
+        min_score = shop_search_settings.MIN_SCORE
+    model = queryset.model
+    embedding = model._meta.get_field("search_embedding")
+    query = Cast(
+        models.Value(embedding.get_prep_value(vector)), output_field=embedding.clone()
+    )
+    candidates = queryset.filter(
+        search_embedding__isnull=False, search_model=image_model_id()
+    ).annotate(_distance=MaxInnerProduct("search_embedding", query))
+    ordered = candidates.order_by("_distance")
+    window = ordered[offset : offset + limit + 1]
+
+    rows = _run(window, queryset.db, exact=False)
+    exact = False
+    if len(rows) <= limit and candidates.count() > offset + len(rows):
+        # The iterative scan stopped before the page was full (a very
+        # selective filter): an exact scan fills it.
+        rows = _run(window, queryset.db, exact=True)
+        exact = True
+    has_more = len(rows) > limit
+    # halfvec rounding can put a perfect match a hair above 1.
+    hits = [Hit(row, min(1.0, -float(row._distance))) for row in rows[:limit]]
+    if min_score is not None:
+        kept = [hit for hit in hits if hit.score >= min_score]
+        has_more = has_more and len(kept) == len(hits)
+        hits = kept
+    return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
+
+
+def _run(queryset: models.QuerySet, using: str, *, exact: bool) -> list[Any]:
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        if exact:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        else:
+            cursor.execute(
+                "SELECT set_config('hnsw.ef_search', %s, true), "
+                "set_config('hnsw.iterative_scan', 'strict_order', true), "
+                "set_config('hnsw.max_scan_tuples', %s, true)",
+                [
+                    str(int(shop_search_settings.EF_SEARCH)),
+                    str(int(shop_search_settings.MAX_SCAN_TUPLES)),
+                ],
+            )
+        return list(queryset)
+
+
+def _check_limit(limit: int | None, offset: int) -> int:
+    if limit is None:
+        limit = shop_search_settings.DEFAULT_LIMIT
+    maximum = shop_search_settings.MAX_LIMIT
+    if not 1 <= limit <= maximum:
+        raise QueryError(f"limit must be from 1 to {maximum}.", code="invalid_limit")
+    if offset < 0:
+        raise QueryError("offset must be 0 or more.", code="invalid_offset")
+    return limit
+
+
+# --- the searches -----------------------------------------------------------------
+
+
+def search_text(queryset: models.QuerySet, query: str, **options: Any) -> Page:
+    """Products whose images match a text query in any supported language."""
+    return nearest(queryset, text_vector(normalize_query(query)), **options)
+
+
+def search_image(queryset: models.QuerySet, image: Any, **options: Any) -> Page:
+    """Products whose images look like an uploaded photo."""
+    return nearest(queryset, image_vector(image), **options)
+
+
+def similar_products(queryset: models.QuerySet, product: Any, **options: Any) -> Page:
+    """
+    Products that look like ``product`` (its stored vector; nothing is
+    re-encoded), without the product itself. An unindexed product has none.
+    """
+    vector = product.search_embedding
+    if vector is None or product.search_model != image_model_id():
+        limit = _check_limit(options.get("limit"), options.get("offset", 0))
+        return Page(
+            hits=[], limit=limit, offset=options.get("offset", 0), has_more=False
+        )
+    return nearest(queryset.exclude(pk=product.pk), vector, **options)
+
+
+# --- shop the look ----------------------------------------------------------------
+
+
+@dataclass
+class LookItem:
+    """An item found in the photo, with the products that match it."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the uploaded image's pixels
+    category: Any
+    score: float
+    page: Page
+
+
+@dataclass
+class Look:
+    """Shop-the-look results: per detected item, and for the whole image."""
+
+    items: list[LookItem]
+    whole_image: Page
+    image_size: tuple[int, int]
+
+
+def shop_the_look(
+    queryset: models.QuerySet, image: Any, *, limit: int | None = None
+) -> Look:
+    """
+    Detect the items in an outfit or room photo and find products for each.
+
+    Each item's products are searched within the item's category when the
+    model has ``search_category_field`` (falling back to all products if that
+    category has none), and always for the whole image too.
+    """
+    from .categories import all_categories
+    from .detectors import get_detector
+
+    picture = load_image(image)
+    model = queryset.model
+    categories = all_categories(model) if model.search_category_field else []
+    detections = get_detector().detect(picture, categories)
+    crops = [picture.crop(tuple(round(v) for v in d.box)) for d in detections]
+    vectors = get_image_encoder().encode_images([picture, *crops])
+    width, height = picture.info.get("original_size", picture.size)
+    sx, sy = width / picture.width, height / picture.height
+    items = []
+    for detection, vector in zip(detections, vectors[1:], strict=True):
+        page = Page(hits=[], limit=1, offset=0, has_more=False)
+        if model.search_category_field:
+            in_category = queryset.filter(
+                **{model.search_category_field: detection.category}
+            )
+            page = nearest(in_category, vector, limit=limit)
+        if not page.hits:
+            page = nearest(queryset, vector, limit=limit)
+        x0, y0, x1, y1 = detection.box
+        box = (
+            max(0, round(x0 * sx)),
+            max(0, round(y0 * sy)),
+            min(width, round(x1 * sx)),
+            min(height, round(y1 * sy)),
+        )
+        items.append(LookItem(box, detection.category, detection.score, page))
+    return Look(
+        items=items,
+        whole_image=nearest(queryset, vectors[0], limit=limit),
+        image_size=(width, height),
+    )

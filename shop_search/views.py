@@ -1,0 +1,158 @@
+"""
+The storefront search page: text search, photo search and shop the look.
+
+Server-rendered (``shop_search/search.html``, override it in your templates
+folder), a little plain JavaScript, and the same read path as the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from django import forms
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.translation import gettext_lazy as _
+from django.views import View
+
+from . import categories, search
+from .api.serializers import image_url
+from .exceptions import ImageError, ModelLoadError, ShopSearchError
+from .filtering import apply_filters
+from .images import load_image
+
+__all__ = ["SearchPageView"]
+
+
+class TextSearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=2000, label=_("Search"))
+    offset = forms.IntegerField(required=False, min_value=0, max_value=10_000)
+
+
+class PhotoSearchForm(forms.Form):
+    image = forms.FileField(label=_("Photo"))
+    look = forms.BooleanField(required=False, label=_("Find each item (shop the look)"))
+
+
+class SearchPageView(View):
+    """GET: text search (``?q=``, filters, ``offset``). POST: photo search."""
+
+    template_name = "shop_search/search.html"
+
+    def get_queryset(self):
+        """The products shoppers may find. Override to restrict them."""
+        return search.product_model()._default_manager.all()
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = TextSearchForm(request.GET)
+        context: dict[str, Any] = {"form": form, "photo_form": PhotoSearchForm()}
+        if not form.is_valid():
+            return self.render(context, status=400)
+        query = form.cleaned_data["q"]
+        if not query:
+            return self.render(context)
+        try:
+            queryset, applied = apply_filters(self.get_queryset(), request.GET)
+            query = search.normalize_query(query)
+            page = search.search_text(
+                queryset, query, offset=form.cleaned_data["offset"] or 0
+            )
+            chips = self.category_chips(queryset.model, query)
+        except ShopSearchError as exc:
+            return self.render_error(context, exc)
+        context.update(
+            query=query,
+            page=page,
+            results=self.results(page),
+            chips=chips,
+            active_category=applied.get("category"),
+            prev_offset=max(0, page.offset - page.limit) if page.offset else None,
+        )
+        return self.render(context)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        photo_form = PhotoSearchForm(request.POST, request.FILES)
+        context: dict[str, Any] = {"form": TextSearchForm(), "photo_form": photo_form}
+        if not photo_form.is_valid():
+            return self.render(context, status=400)
+        upload = photo_form.cleaned_data["image"]
+        try:
+            queryset, _applied = apply_filters(self.get_queryset(), request.GET)
+            data = upload.read()
+            preview = _preview(data)
+            if photo_form.cleaned_data["look"]:
+                look = search.shop_the_look(queryset, data)
+                context["look"] = {
+                    "width": look.image_size[0],
+                    "height": look.image_size[1],
+                    "items": [
+                        {
+                            "number": n,
+                            "label": str(item.category),
+                            "score": item.score,
+                            "style": _box_style(item.box, look.image_size),
+                            "results": self.results(item.page),
+                        }
+                        for n, item in enumerate(look.items, start=1)
+                    ],
+                }
+                page = look.whole_image
+            else:
+                page = search.search_image(queryset, data)
+        except ShopSearchError as exc:
+            return self.render_error(context, exc)
+        context.update(photo=preview, page=page, results=self.results(page))
+        return self.render(context)
+
+    def results(self, page: search.Page) -> list[dict[str, Any]]:
+        return [
+            {
+                "product": hit.object,
+                "score": hit.score,
+                "image": image_url(hit.object, self.request),
+            }
+            for hit in page
+        ]
+
+    def category_chips(self, model: Any, query: str) -> list[dict[str, Any]]:
+        if not model.search_category_field:
+            return []
+        suggestions = categories.classify(
+            search.text_vector(query), categories.all_categories(model)
+        )
+        return [
+            {"category": x.category, "probability": x.probability}
+            for x in suggestions[:4]
+        ]
+
+    def render_error(
+        self, context: dict[str, Any], exc: ShopSearchError
+    ) -> HttpResponse:
+        if isinstance(exc, ModelLoadError):
+            context["error"] = _("Search is temporarily unavailable. Please try again.")
+            return self.render(context, status=503)
+        context["error"] = exc.message
+        status = 413 if isinstance(exc, ImageError) and "too_" in exc.code else 400
+        return self.render(context, status=status)
+
+    def render(self, context: dict[str, Any], status: int = 200) -> HttpResponse:
+        return render(self.request, self.template_name, context, status=status)
+
+
+def _preview(data: bytes) -> str:
+    """The uploaded photo as a small JPEG data URL, to draw the boxes on."""
+    image = load_image(data, max_side=640)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _box_style(box: tuple[int, int, int, int], size: tuple[int, int]) -> str:
+    x0, y0, x1, y1 = box
+    width, height = size
+    return (
+        f"left:{100 * x0 / width:.2f}%;top:{100 * y0 / height:.2f}%;"
+        f"width:{100 * (x1 - x0) / width:.2f}%;height:{100 * (y1 - y0) / height:.2f}%"
+    )
