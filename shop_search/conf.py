@@ -83,6 +83,13 @@ DEFAULTS: dict[str, Any] = {
     "DETECTOR_MODEL": "google/owlvit-base-patch32",
     "DETECTION_MIN_SCORE": 0.3,
     "DETECTION_MAX_ITEMS": 5,
+    # Prompts for a "background" class: crops most like these are not items.
+    # An empty list turns the background class off.
+    "DETECTION_BACKGROUND_PROMPTS": [
+        "a photo of an empty background",
+        "a blank wall",
+        "a plain white surface",
+    ],
     # API: the product serializer, and throttle rates per scope.
     "PRODUCT_SERIALIZER": "shop_search.api.serializers.ProductSerializer",
     "THROTTLE_RATES": {"shop_search_text": "120/min", "shop_search_image": "20/min"},

@@ -77,13 +77,6 @@ def non_max_suppression(
     return kept
 
 
-_BACKGROUND_PROMPTS = [
-    "a photo of an empty background",
-    "a blank wall",
-    "a plain white surface",
-]
-
-
 class CropDetector(BaseDetector):
     """Multi-scale crops scored against the category prompts with CLIP."""
 
@@ -110,9 +103,14 @@ class CropDetector(BaseDetector):
         boxes = self.proposals(*image.size)
         crops = [image.crop(tuple(round(v) for v in box)) for box in boxes]
         crop_vectors = get_image_encoder().encode_images(crops)
-        background = get_text_encoder().encode_texts(_BACKGROUND_PROMPTS).mean(axis=0)
-        background /= max(float(np.linalg.norm(background)), 1e-12)
-        classes = np.vstack([category_matrix(categories), background[None, :]])
+        classes = category_matrix(categories)
+        background_prompts = shop_search_settings.DETECTION_BACKGROUND_PROMPTS
+        if background_prompts:
+            background = (
+                get_text_encoder().encode_texts(background_prompts).mean(axis=0)
+            )
+            background /= max(float(np.linalg.norm(background)), 1e-12)
+            classes = np.vstack([classes, background[None, :]])
         logits = crop_vectors @ classes.T * shop_search_settings.CATEGORY_LOGIT_SCALE
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)

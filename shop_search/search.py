@@ -22,6 +22,7 @@ import numpy as np
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models, transaction
+from django.db.models import ExpressionWrapper, FloatField
 from django.db.models.functions import Cast
 from pgvector.django import MaxInnerProduct
 
@@ -208,16 +209,20 @@ def nearest(
     )
     candidates = queryset.filter(
         search_embedding__isnull=False, search_model=image_model_id()
-    ).annotate(_distance=MaxInnerProduct("search_embedding", query))
-    ordered = candidates.order_by("_distance")
-    window = ordered[offset : offset + limit + 1]
-
-    rows = _run(window, queryset.db, exact=False)
+    )
+    distance = MaxInnerProduct("search_embedding", query)
+    window = slice(offset, offset + limit + 1)
+    # ORDER BY "embedding <#> query" is what the HNSW index serves.
+    indexed = candidates.annotate(_distance=distance).order_by("_distance")[window]
+    rows = _run(indexed, queryset.db)
     exact = False
     if len(rows) <= limit and candidates.count() > offset + len(rows):
         # The iterative scan stopped before the page was full (a very
-        # selective filter): an exact scan fills it.
-        rows = _run(window, queryset.db, exact=True)
+        # selective filter). Ordering by an expression the index cannot serve
+        # makes PostgreSQL scan the filtered rows exactly.
+        exact_distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
+        ordered = candidates.annotate(_distance=exact_distance).order_by("_distance")
+        rows = list(ordered[window])
         exact = True
     has_more = len(rows) > limit
     # halfvec rounding can put a perfect match a hair above 1.
@@ -229,21 +234,18 @@ def nearest(
     return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
 
 
-def _run(queryset: models.QuerySet, using: str, *, exact: bool) -> list[Any]:
-    connection = connections[using]
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        if exact:
-            cursor.execute("SET LOCAL enable_indexscan = off")
-        else:
-            cursor.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true), "
-                "set_config('hnsw.iterative_scan', 'strict_order', true), "
-                "set_config('hnsw.max_scan_tuples', %s, true)",
-                [
-                    str(int(shop_search_settings.EF_SEARCH)),
-                    str(int(shop_search_settings.MAX_SCAN_TUPLES)),
-                ],
-            )
+def _run(queryset: models.QuerySet, using: str) -> list[Any]:
+    """Evaluate an index-ordered query with this module's HNSW settings."""
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true), "
+            "set_config('hnsw.iterative_scan', 'strict_order', true), "
+            "set_config('hnsw.max_scan_tuples', %s, true)",
+            [
+                str(int(shop_search_settings.EF_SEARCH)),
+                str(int(shop_search_settings.MAX_SCAN_TUPLES)),
+            ],
+        )
         return list(queryset)
 
 

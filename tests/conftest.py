@@ -83,3 +83,42 @@ def encode_spy(monkeypatch: Any) -> list[int]:
 
     monkeypatch.setattr(encoder, "encode_images", spy)
     return calls
+
+
+def synthetic_products(
+    category: Any, count: int, *, dims: int = 512, seed: int = 0, rare_every: int = 0
+) -> list[Any]:
+    """
+    ``count`` products with clustered random unit vectors written straight to
+    the rows (as if indexed by the current model), for search tests at scale.
+    Every ``rare_every``-th product gets colour "rare".
+    """
+    import numpy as np
+
+    from demo_shop.catalog.models import Product
+    from shop_search.encoders import image_model_id
+    from shop_search.models import image_fingerprint
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, dims))
+    vectors = centres[rng.integers(0, 20, size=count)] + 0.5 * rng.normal(
+        size=(count, dims)
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    model_id = image_model_id()
+    name = "products/synthetic.png"
+    products = [
+        Product(
+            sku=f"S-{seed}-{i}",
+            name=f"Synthetic {i}",
+            price=i % 100 + 1,
+            category=category,
+            colour="rare" if rare_every and i % rare_every == 0 else "common",
+            image=name,
+            search_embedding=vectors[i],
+            search_model=model_id,
+            search_fingerprint=image_fingerprint(name),
+        )
+        for i in range(count)
+    ]
+    return Product.objects.bulk_create(products, batch_size=1000)

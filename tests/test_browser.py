@@ -1,0 +1,134 @@
+"""The storefront page in a real browser (headless Chromium via Selenium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from django.core.files.base import ContentFile
+
+from demo_shop.catalog.demo_data import generate_catalog
+from demo_shop.catalog.models import Category, Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium and chromium-driver")
+        pytest.skip(
+            "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,1600",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(10)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def drawn_catalog():
+    items = list(generate_catalog())[::8]  # 30 products over every category
+    for item in items:
+        category, _ = Category.objects.get_or_create(
+            name=item["category"]["name"],
+            defaults={
+                "slug": item["category"]["slug"],
+                "translations": item["category"]["translations"],
+            },
+        )
+        product = Product(category=category, **item["product"])
+        product.image.save(f"{product.sku}.png", ContentFile(item["image"]), save=False)
+        product.save()
+    return items
+
+
+def test_text_search_in_the_browser(browser, live_server, drawn_catalog, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{live_server.url}/search/")
+    box = browser.find_element(By.NAME, "q")
+    box.send_keys("rotes Kleid", Keys.ENTER)
+    cards = browser.find_elements(By.CSS_SELECTOR, "#ss-results .ss-card")
+    assert len(cards) == 24
+    names = {p.name for p in Product.objects.all()}
+    assert cards[0].find_element(By.CLASS_NAME, "ss-name").text in names
+    image = cards[0].find_element(By.TAG_NAME, "img")
+    assert browser.execute_script("return arguments[0].naturalWidth", image) > 0
+    chips = browser.find_elements(By.CSS_SELECTOR, ".ss-chip")
+    assert len(chips) == 5  # "All" and four categories
+    chips[1].click()
+    category = chips and browser.find_element(By.CSS_SELECTOR, ".ss-chip.active").text
+    shown = [
+        c.find_element(By.CLASS_NAME, "ss-name").text
+        for c in browser.find_elements(By.CSS_SELECTOR, "#ss-results .ss-card")
+    ]
+    in_category = set(
+        Product.objects.filter(category__name=category).values_list("name", flat=True)
+    )
+    assert shown and set(shown) <= in_category
+    browser.save_screenshot(str(tmp_path / "text.png"))
+
+
+def test_photo_search_and_shop_the_look_in_the_browser(
+    browser, live_server, settings, drawn_catalog, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    # With random tiny models only the thresholds decide what counts as an item.
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "DETECTION_MIN_SCORE": 0.0,
+        "DETECTION_BACKGROUND_PROMPTS": [],
+    }
+    photo = tmp_path / "outfit.png"
+    photo.write_bytes(drawn_catalog[3]["image"])
+    browser.get(f"{live_server.url}/search/")
+    browser.find_element(By.ID, "ss-file").send_keys(str(photo))
+    assert browser.find_element(By.ID, "ss-preview").is_displayed()
+    browser.find_element(By.NAME, "look").click()
+    browser.find_element(By.CSS_SELECTOR, "#ss-photo-form button").click()
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#ss-look-photo .ss-box")
+    assert boxes
+    photo_rect = browser.find_element(By.CSS_SELECTOR, "#ss-look-photo img").rect
+    for box in boxes:
+        r = box.rect
+        assert r["width"] > 0 and r["height"] > 0
+        assert photo_rect["x"] - 1 <= r["x"] and r["x"] + r["width"] <= (
+            photo_rect["x"] + photo_rect["width"] + 1
+        )
+    items = browser.find_elements(By.CSS_SELECTOR, ".ss-item")
+    assert len(items) == len(boxes)
+    assert items[0].find_elements(By.CSS_SELECTOR, ".ss-card")
+    whole = browser.find_elements(By.CSS_SELECTOR, "#ss-results .ss-card")
+    assert (
+        whole[0].find_element(By.CLASS_NAME, "ss-name").text
+        == (drawn_catalog[3]["product"]["name"])
+    )  # its own image comes first
+    browser.save_screenshot(str(tmp_path / "look.png"))
+    shutil.copy(tmp_path / "look.png", "/tmp/look.png")

@@ -1,0 +1,213 @@
+"""The read path: rankings, filters, pages, cache, cutoff."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+
+from demo_shop.catalog.demo_data import generate_catalog
+from demo_shop.catalog.models import Product
+from shop_search import search
+from shop_search.encoders import get_text_encoder
+from shop_search.exceptions import ImageError
+
+from .conftest import synthetic_products
+
+pytestmark = pytest.mark.django_db
+
+
+def _exact_ranking(queryset, vector):
+    rows = list(queryset.values_list("pk", "search_embedding"))
+    scores = np.array([v for _, v in rows]) @ vector
+    return [rows[i][0] for i in np.argsort(-scores)]
+
+
+def test_filtered_search_returns_full_pages_even_for_a_rare_filter(category):
+    synthetic_products(category, 3000, rare_every=150)  # 20 rare: 0.67%
+    rare = Product.objects.filter(colour="rare")
+    assert rare.count() == 20
+    query = Product.objects.get(sku="S-0-7").search_embedding
+    page = search.nearest(rare, query, limit=10)
+    assert len(page) == 10
+    assert all(hit.object.colour == "rare" for hit in page)
+    assert [hit.object.pk for hit in page] == _exact_ranking(rare, query)[:10]
+    last = search.nearest(rare, query, limit=10, offset=10)
+    assert len(last) == 10 and not last.has_more
+    assert search.nearest(rare, query, limit=10, offset=20).hits == []
+
+
+def test_price_filter_with_many_matches_ranks_like_an_exact_scan(category):
+    synthetic_products(category, 2000)
+    cheap = Product.objects.filter(price__lte=10)  # 10%
+    query = Product.objects.get(sku="S-0-3").search_embedding
+    page = search.nearest(cheap, query, limit=20)
+    assert len(page) == 20 and all(hit.object.price <= 10 for hit in page)
+    exact = _exact_ranking(cheap, query)[:20]
+    recall = len({hit.object.pk for hit in page} & set(exact)) / 20
+    assert recall >= 0.9
+    scores = [hit.score for hit in page]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_pages_are_stable_and_do_not_overlap(category):
+    synthetic_products(category, 500)
+    query = Product.objects.get(sku="S-0-1").search_embedding
+    everything = [
+        h.object.pk for h in search.nearest(Product.objects.all(), query, limit=30)
+    ]
+    pages = [
+        [
+            h.object.pk
+            for h in search.nearest(Product.objects.all(), query, limit=10, offset=o)
+        ]
+        for o in (0, 10, 20)
+    ]
+    assert sum(pages, []) == everything
+    assert len(set(everything)) == 30
+
+
+def _drawn_products(category, count=12):
+    products = []
+    for item in list(generate_catalog())[:: 240 // count][:count]:
+        product = Product(category=category, **item["product"])
+        product.image.save(f"{product.sku}.png", ContentFile(item["image"]), save=False)
+        product.save()
+        products.append(product)
+    return products
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_products_own_image_finds_it_first(category):
+    products = _drawn_products(category)
+    for product in products[:4]:
+        with product.image.open("rb") as fh:
+            page = search.search_image(Product.objects.all(), fh.read(), limit=3)
+        assert page.hits[0].object.pk == product.pk
+        assert page.hits[0].score == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_similar_products_exclude_the_product(category):
+    products = _drawn_products(category)
+    product = Product.objects.get(pk=products[0].pk)
+    page = search.similar_products(Product.objects.all(), product, limit=20)
+    pks = [hit.object.pk for hit in page]
+    assert product.pk not in pks
+    assert len(pks) == len(products) - 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_text_queries_in_six_languages_answer(category):
+    _drawn_products(category, 6)
+    for query in [
+        "red dress",
+        "rotes Kleid",
+        "红色连衣裙",
+        "فستان أحمر",
+        "красное платье",
+        "लाल पोशाक",
+    ]:
+        page = search.search_text(Product.objects.all(), query, limit=3)
+        assert len(page) == 3
+
+
+def test_repeated_query_is_not_encoded_again(category, monkeypatch):
+    synthetic_products(category, 50)
+    search.query_cache.clear()
+    encoder = get_text_encoder()
+    calls = []
+    original = encoder.encode_texts
+    monkeypatch.setattr(
+        encoder, "encode_texts", lambda t: calls.append(t) or original(t)
+    )
+    for _ in range(3):
+        search.search_text(Product.objects.all(), "blue  sneakers ")
+    search.search_text(Product.objects.all(), "blue sneakers")  # same once normalised
+    assert calls == [["blue sneakers"]]
+
+
+def test_min_score_drops_weak_results(category, settings):
+    synthetic_products(category, 200)
+    query = Product.objects.get(sku="S-0-5").search_embedding
+    everything = search.nearest(Product.objects.all(), query, limit=50)
+    cutoff = everything.hits[9].score
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "MIN_SCORE": cutoff}
+    page = search.nearest(Product.objects.all(), query, limit=50)
+    assert len(page) == 10 and not page.has_more
+    assert min(hit.score for hit in page) >= cutoff
+
+
+def test_vectors_of_another_model_are_never_compared(category):
+    synthetic_products(category, 30)
+    Product.objects.filter(sku__in=["S-0-1", "S-0-2"]).update(search_model="old-model")
+    query = Product.objects.get(sku="S-0-1").search_embedding
+    pks = {h.object.sku for h in search.nearest(Product.objects.all(), query, limit=50)}
+    assert len(pks) == 28 and "S-0-1" not in pks
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("", "query_empty"), ("  \x00\t ", "query_empty"), ("x" * 201, "query_too_long")],
+)
+def test_bad_queries_are_refused(query, code):
+    with pytest.raises(search.QueryError) as info:
+        search.normalize_query(query)
+    assert info.value.code == code
+
+
+def test_bad_limits_are_refused(category):
+    with pytest.raises(search.QueryError):
+        search.nearest(Product.objects.all(), np.ones(512), limit=0)
+    with pytest.raises(search.QueryError):
+        search.nearest(Product.objects.all(), np.ones(512), limit=101)
+
+
+def test_an_unreadable_upload_is_an_image_error():
+    with pytest.raises(ImageError):
+        search.search_image(Product.objects.all(), b"<html>")
+
+
+def _force_index(cursor_sql="SET enable_seqscan = off"):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(cursor_sql)
+
+
+def test_hnsw_iterative_scan_serves_filtered_pages(category):
+    synthetic_products(category, 3000, rare_every=30)  # 100 rare: 3.3%
+    _force_index()  # small tables would otherwise be scanned exactly
+    rare = Product.objects.filter(colour="rare")
+    query = Product.objects.get(sku="S-0-11").search_embedding
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        cursor.execute(
+            "EXPLAIN SELECT id FROM catalog_product WHERE colour = 'rare' "
+            "ORDER BY search_embedding <#> %s::halfvec(512) LIMIT 10",
+            [Product._meta.get_field("search_embedding").get_prep_value(query)],
+        )
+        explain = " ".join(row[0] for row in cursor.fetchall())
+    assert "catalog_product_emb" in explain  # the HNSW index is used
+    page = search.nearest(rare, query, limit=25)
+    assert len(page) == 25 and not page.exact
+    assert all(hit.object.colour == "rare" for hit in page)
+    exact = _exact_ranking(rare, query)[:25]
+    assert len({h.object.pk for h in page} & set(exact)) >= 23  # recall >= 0.92
+
+
+def test_an_index_scan_that_gives_up_is_refilled_exactly(category, settings):
+    synthetic_products(category, 3000, rare_every=300)  # 10 rare: 0.33%
+    _force_index()
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "MAX_SCAN_TUPLES": 50,
+        "EF_SEARCH": 10,
+    }
+    rare = Product.objects.filter(colour="rare")
+    query = Product.objects.get(sku="S-0-5").search_embedding
+    page = search.nearest(rare, query, limit=10)
+    assert page.exact  # the iterative scan stopped early
+    assert [h.object.pk for h in page] == _exact_ranking(rare, query)[:10]
