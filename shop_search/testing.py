@@ -57,21 +57,68 @@ class TestModels:
     text: str
 
 
+#: Layer sizes: "tiny" for tests, "full" for benchmarks (the real models'
+#: architectures, CLIP ViT-B/32 and a 6-layer DistilBERT, with random weights).
+SIZES = {
+    "tiny": {
+        "text": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+        },
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        "student": {"dim": 32, "hidden_dim": 64, "n_layers": 2, "n_heads": 2},
+    },
+    "full": {
+        "text": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+        },
+        "vision": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "image_size": 224,
+            "patch_size": 32,
+        },
+        "student": {"dim": 768, "hidden_dim": 3072, "n_layers": 6, "n_heads": 12},
+    },
+}
+
+
 def build_test_models(
-    directory: str | Path, *, seed: int = 0, dimensions: int = DIMENSIONS
+    directory: str | Path,
+    *,
+    seed: int = 0,
+    dimensions: int = DIMENSIONS,
+    size: str = "tiny",
 ) -> TestModels:
     """
-    Build (or reuse, if already built) the tiny image and text models under
+    Build (or reuse, if already built) the image and text models under
     ``directory`` and return their paths. ``dimensions`` is the output size
-    of both (512, like the real models, unless a test needs another).
+    of both (512, like the real models, unless a test needs another);
+    ``size="full"`` builds the real architectures (random weights) for
+    benchmarks.
     """
     directory = Path(directory)
-    image_dir = directory / "tiny-clip"
-    text_dir = directory / "tiny-multilingual-text"
+    prefix = "tiny" if size == "tiny" else size
+    image_dir = directory / f"{prefix}-clip"
+    text_dir = directory / f"{prefix}-multilingual-text"
     if not (image_dir / "modules.json").exists():
-        _build_clip(image_dir, seed, dimensions)
+        _build_clip(image_dir, seed, dimensions, SIZES[size])
     if not (text_dir / "modules.json").exists():
-        _build_text(text_dir, seed, dimensions)
+        _build_text(text_dir, seed, dimensions, SIZES[size])
     return TestModels(image=str(image_dir), text=str(text_dir))
 
 
@@ -79,7 +126,7 @@ def _words() -> list[str]:
     return sorted(set(_CORPUS.split()))
 
 
-def _build_clip(folder: Path, seed: int, dimensions: int) -> None:
+def _build_clip(folder: Path, seed: int, dimensions: int, sizes: dict) -> None:
     import torch
     from tokenizers import Tokenizer, pre_tokenizers
     from tokenizers.models import BPE
@@ -112,27 +159,17 @@ def _build_clip(folder: Path, seed: int, dimensions: int) -> None:
     tokenizer = CLIPTokenizer(vocab=model_json["vocab"], merges=merges)
     assert isinstance(backend.model, BPE)
 
-    image_size = 32
+    image_size = sizes["vision"]["image_size"]
     config = CLIPConfig(
         text_config={
             "vocab_size": len(model_json["vocab"]),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            **sizes["text"],
             "max_position_embeddings": 77,
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": 8,
-        },
+        vision_config=sizes["vision"],
         projection_dim=dimensions,
     )
     model = CLIPModel(config).eval()
@@ -163,7 +200,7 @@ def _build_clip(folder: Path, seed: int, dimensions: int) -> None:
     )
 
 
-def _build_text(folder: Path, seed: int, dimensions: int) -> None:
+def _build_text(folder: Path, seed: int, dimensions: int, sizes: dict) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -188,10 +225,7 @@ def _build_text(folder: Path, seed: int, dimensions: int) -> None:
     tokenizer = DistilBertTokenizer(vocab=str(build / "vocab.txt"), do_lower_case=True)
     config = DistilBertConfig(
         vocab_size=len(vocab),
-        dim=32,
-        hidden_dim=64,
-        n_layers=2,
-        n_heads=2,
+        **sizes["student"],
         max_position_embeddings=128,
         pad_token_id=0,
     )

@@ -43,6 +43,43 @@ def test_demo_command_loads_and_indexes_every_product(client):
     assert page.status_code == 200 and b"products" in page.content
 
 
+QUERIES = [
+    "red dress",
+    "rotes Kleid",
+    "红色连衣裙",
+    "فستان أحمر",
+    "красное платье",
+    "लाल पोशाक",
+]
+
+
+def test_the_demo_answers_every_kind_of_search(client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    call_command("demo", "--no-serve", stdout=StringIO())
+    for query in QUERIES:
+        api = client.get("/api/search/", {"q": query, "limit": 5})
+        assert api.status_code == 200 and len(api.json()["results"]) == 5
+        page = client.get("/search/", {"q": query})
+        assert page.status_code == 200 and page.content.count(b'class="ss-card"') == 24
+    product = Product.objects.order_by("pk").first()
+    data = product.image.read()
+    for group in ("none", "look"):
+        photo = SimpleUploadedFile("p.png", data, "image/png")
+        response = client.post("/api/search/image/", {"image": photo, "group": group})
+        assert response.status_code == 200
+    photo = SimpleUploadedFile("p.png", data, "image/png")
+    assert client.post("/search/", {"image": photo, "look": "on"}).status_code == 200
+    similar = client.get(f"/api/products/{product.pk}/similar/")
+    assert similar.status_code == 200 and similar.json()["results"]
+    suggest = client.post(
+        "/api/categories/suggest/",
+        {"text": "Stuhl", "top": 100},
+        content_type="application/json",
+    )
+    assert len(suggest.json()["categories"]) == Category.objects.count()
+
+
 def test_import_catalog_from_csv_and_jsonl(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(png_bytes("red"))

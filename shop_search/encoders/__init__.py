@@ -22,6 +22,7 @@ __all__ = [
     "get_text_encoder",
     "image_model_id",
     "clear_encoders",
+    "warm_up",
 ]
 
 _encoders: dict[str, BaseEncoder] = {}
@@ -65,3 +66,15 @@ def clear_encoders() -> None:
     """Forget loaded encoders (after a settings change)."""
     with _lock:
         _encoders.clear()
+
+
+def warm_up() -> None:
+    """
+    Load both models and run one tiny forward pass each, so that the first
+    shopper's request does not pay for it. Call it from ``wsgi.py`` (after
+    ``get_wsgi_application()``) or a worker's start hook.
+    """
+    from PIL import Image
+
+    get_text_encoder().encode_texts(["warm up"])
+    get_image_encoder().encode_images([Image.new("RGB", (32, 32), "white")])

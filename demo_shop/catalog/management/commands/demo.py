@@ -55,6 +55,13 @@ class Command(BaseCommand):
                 )
             )
         if not options["no_serve"]:
+            from shop_search.encoders import warm_up
+
+            warm_up()  # the first search should not wait for model loading
+            self.stdout.write(
+                "Storefront search: /search/   API: /api/search/?q=...   "
+                "schema: /api/schema/   admin: /admin/"
+            )
             call_command("runserver", options["addrport"], use_reloader=False)
 
     def _use_test_models(self) -> None:
