@@ -144,31 +144,27 @@ class OwlVitDetector(BaseDetector):
     """
 
     def __init__(self) -> None:
-        self._loaded: tuple[Any, Any] | None = None
+        self._loaded: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def _load(self) -> tuple[Any, Any]:
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    name = shop_search_settings.DETECTOR_MODEL
-                    try:
-                        from transformers import (
-                            OwlViTForObjectDetection,
-                            OwlViTProcessor,
-                        )
+        name = shop_search_settings.DETECTOR_MODEL
+        with self._lock:
+            if name not in self._loaded:
+                try:
+                    from transformers import OwlViTForObjectDetection, OwlViTProcessor
 
-                        processor = OwlViTProcessor.from_pretrained(name)
-                        model = OwlViTForObjectDetection.from_pretrained(name).eval()
-                    except Exception as exc:  # noqa: BLE001
-                        raise ModelLoadError(
-                            f"Could not load detector model {name!r}: {exc}. Fix: set "
-                            f"SHOP_SEARCH['DETECTOR_MODEL'] to a local folder with the "
-                            f"model, or download it once with network access; or use "
-                            f"the default CropDetector."
-                        ) from exc
-                    self._loaded = (processor, model)
-        return self._loaded
+                    processor = OwlViTProcessor.from_pretrained(name)
+                    model = OwlViTForObjectDetection.from_pretrained(name).eval()
+                except Exception as exc:  # noqa: BLE001
+                    raise ModelLoadError(
+                        f"Could not load detector model {name!r}: {exc}. Fix: set "
+                        f"SHOP_SEARCH['DETECTOR_MODEL'] to a local folder with the "
+                        f"model, or download it once with network access; or use "
+                        f"the default CropDetector."
+                    ) from exc
+                self._loaded = {name: (processor, model)}
+            return self._loaded[name]
 
     def detect(self, image: Image.Image, categories: list[Any]) -> list[Detection]:
         import torch
@@ -179,7 +175,13 @@ class OwlVitDetector(BaseDetector):
         template = shop_search_settings.CATEGORY_PROMPTS.get("en", "{}")
         queries = [template.format(str(category)) for category in categories]
         with self._lock, torch.inference_mode():
-            inputs = processor(text=[queries], images=image, return_tensors="pt")
+            inputs = processor(
+                text=[queries],
+                images=image,
+                return_tensors="pt",
+                padding="max_length",
+                truncation=True,
+            )
             outputs = model(**inputs)
             target = torch.tensor([[image.height, image.width]])
             result = processor.post_process_grounded_object_detection(

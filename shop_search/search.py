@@ -325,7 +325,13 @@ def shop_the_look(
     picture = load_image(image)
     model = queryset.model
     categories = all_categories(model) if model.search_category_field else []
-    detections = get_detector().detect(picture, categories)
+    # Boxes too small to crop meaningfully (a few pixels) are not items.
+    minimum = max(4.0, 0.02 * min(picture.size))
+    detections = [
+        d
+        for d in get_detector().detect(picture, categories)
+        if d.box[2] - d.box[0] >= minimum and d.box[3] - d.box[1] >= minimum
+    ]
     crops = [picture.crop(tuple(round(v) for v in d.box)) for d in detections]
     vectors = get_image_encoder().encode_images([picture, *crops])
     width, height = picture.info.get("original_size", picture.size)

@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TestModels", "build_test_models", "DIMENSIONS"]
+__all__ = ["TestModels", "build_test_models", "build_test_detector", "DIMENSIONS"]
 
 #: Dimension of the tiny models' vectors; match EmbeddingField(dimensions=...).
 DIMENSIONS = 512
@@ -156,13 +156,21 @@ def _build_clip(folder: Path, seed: int, dimensions: int, sizes: dict) -> None:
         tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
         for m in model_json["merges"]
     ]
-    tokenizer = CLIPTokenizer(vocab=model_json["vocab"], merges=merges)
+    # As in CLIP's real vocabulary, the special tokens take the last ids
+    # (OWL-ViT, for one, treats token id 0 at the start as padding).
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    ordinary = sorted(
+        (t for t in model_json["vocab"] if t not in specials),
+        key=model_json["vocab"].__getitem__,
+    )
+    vocab = {token: i for i, token in enumerate([*ordinary, *specials])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
     assert isinstance(backend.model, BPE)
 
     image_size = sizes["vision"]["image_size"]
     config = CLIPConfig(
         text_config={
-            "vocab_size": len(model_json["vocab"]),
+            "vocab_size": len(vocab),
             **sizes["text"],
             "max_position_embeddings": 77,
             "bos_token_id": tokenizer.bos_token_id,
@@ -247,3 +255,57 @@ def _build_text(folder: Path, seed: int, dimensions: int, sizes: dict) -> None:
     import shutil
 
     shutil.rmtree(build)
+
+
+def build_test_detector(directory: str | Path, *, seed: int = 0) -> str:
+    """
+    Build (or reuse) a tiny random-weight OWL-ViT detector (transformers
+    ``OwlViTForObjectDetection`` with a CLIP tokenizer and OWL-ViT image
+    processor) for ``OwlVitDetector`` tests; returns its folder, to use as
+    ``SHOP_SEARCH['DETECTOR_MODEL']``.
+    """
+    import torch
+    from transformers import (
+        CLIPTokenizer,
+        OwlViTConfig,
+        OwlViTForObjectDetection,
+        OwlViTImageProcessor,
+        OwlViTProcessor,
+    )
+
+    folder = Path(directory) / "tiny-owlvit"
+    if (folder / "config.json").exists():
+        return str(folder)
+    clip = Path(build_test_models(directory, seed=seed).image) / "0_CLIPModel"
+    tokenizer = CLIPTokenizer.from_pretrained(clip, model_max_length=16)
+    torch.manual_seed(seed)
+    config = OwlViTConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        projection_dim=32,
+    )
+    size = {"height": 64, "width": 64}
+    processor = OwlViTProcessor(
+        image_processor=OwlViTImageProcessor(size=size, crop_size=size),
+        tokenizer=tokenizer,
+    )
+    OwlViTForObjectDetection(config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)

@@ -65,3 +65,40 @@ def test_no_items_above_the_threshold_still_gives_whole_image_results(
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "DETECTION_MIN_SCORE": 1.01}
     look = search.shop_the_look(Product.objects.all(), png_bytes("red"), limit=5)
     assert look.items == [] and len(look.whole_image) == 5
+
+
+@pytest.mark.django_db
+def test_owlvit_detector_through_shop_the_look(category, settings):
+    from shop_search.testing import build_test_detector
+
+    shoes = Category.objects.create(name="Shoes", slug="shoes")
+    synthetic_products(category, 10, seed=1)
+    synthetic_products(shoes, 10, seed=2)
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "DETECTOR_CLASS": "shop_search.detectors.OwlVitDetector",
+        "DETECTOR_MODEL": build_test_detector(settings.TEST_MODELS_DIR),
+        "DETECTION_MIN_SCORE": 0.0,
+    }
+    look = search.shop_the_look(Product.objects.all(), png_bytes("red", (300, 200)))
+    assert len(look.whole_image) > 0
+    for item in look.items:  # random weights: boxes are arbitrary but valid
+        x0, y0, x1, y1 = item.box
+        assert 0 <= x0 < x1 <= 300 and 0 <= y0 < y1 <= 200
+        assert item.category in (category, shoes)
+
+
+@pytest.mark.django_db
+def test_an_unavailable_detector_model_is_a_clear_503(client, category, settings):
+    synthetic_products(category, 5)
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "DETECTOR_CLASS": "shop_search.detectors.OwlVitDetector",
+        "DETECTOR_MODEL": "/nonexistent/owlvit",
+    }
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    photo = SimpleUploadedFile("p.png", png_bytes(), "image/png")
+    response = client.post("/api/search/image/", {"image": photo, "group": "look"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "model_unavailable"
