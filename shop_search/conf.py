@@ -54,6 +54,12 @@ DEFAULTS: dict[str, Any] = {
     # falls back to an exact scan to fill the page.
     "EF_SEARCH": 100,
     "MAX_SCAN_TUPLES": 20_000,
+    # Back-pressure: at most this many query encodings run at once per
+    # process; a request waits at most QUERY_QUEUE_TIMEOUT seconds (and at
+    # most QUERY_MAX_WAITING requests wait) before the API answers 503.
+    "QUERY_CONCURRENCY": 2,
+    "QUERY_QUEUE_TIMEOUT": 3.0,
+    "QUERY_MAX_WAITING": 16,
     # Page size limits for the API and the page.
     "DEFAULT_LIMIT": 24,
     "MAX_LIMIT": 100,

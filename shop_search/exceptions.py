@@ -5,6 +5,7 @@ __all__ = [
     "ModelLoadError",
     "ImageError",
     "EncodingError",
+    "SearchBusy",
 ]
 
 
@@ -36,3 +37,9 @@ class EncodingError(ShopSearchError):
     """The encoder failed on otherwise valid input."""
 
     code = "encoding_failed"
+
+
+class SearchBusy(ShopSearchError):
+    """Too many searches are waiting for the encoders; try again shortly."""
+
+    code = "busy"

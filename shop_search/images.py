@@ -135,7 +135,8 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
 
 
 def _first_frame(image: Image.Image) -> Image.Image:
-    if getattr(image, "n_frames", 1) > 1:
+    # is_animated looks at one more frame; n_frames would walk all of them.
+    if getattr(image, "is_animated", False):
         image.seek(0)
         return image.copy()
     return image

@@ -28,7 +28,7 @@ from pgvector.django import MaxInnerProduct
 
 from .conf import shop_search_settings
 from .encoders import get_image_encoder, get_text_encoder, image_model_id
-from .exceptions import ShopSearchError
+from .exceptions import SearchBusy, ShopSearchError
 from .images import load_image
 from .models import SearchableProduct, searchable_models
 
@@ -166,13 +166,50 @@ class _LRU:
 query_cache = _LRU()
 
 
+class _EncoderGate:
+    """
+    Bounds the query encodings running at once (``QUERY_CONCURRENCY``) and
+    how long and how many requests wait for one; past that, :class:`SearchBusy`
+    (the API answers 503 with Retry-After) instead of an unbounded queue.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self.running = self.waiting = 0
+
+    def __enter__(self) -> None:
+        limit = max(1, int(shop_search_settings.QUERY_CONCURRENCY))
+        timeout = float(shop_search_settings.QUERY_QUEUE_TIMEOUT)
+        with self._lock:
+            if self.running >= limit and (
+                self.waiting >= shop_search_settings.QUERY_MAX_WAITING
+            ):
+                raise SearchBusy("Too many searches are waiting; try again shortly.")
+            self.waiting += 1
+            try:
+                if not self._lock.wait_for(lambda: self.running < limit, timeout):
+                    raise SearchBusy("Search is busy; try again shortly.")
+            finally:
+                self.waiting -= 1
+            self.running += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self.running -= 1
+            self._lock.notify()
+
+
+encoder_gate = _EncoderGate()
+
+
 def text_vector(query: str) -> np.ndarray:
     """The (cached) embedding of a normalised text query."""
     encoder = get_text_encoder()
     key = (encoder.model_id, query)
     vector = query_cache.get(key)
     if vector is None:
-        vector = encoder.encode_texts([query])[0]
+        with encoder_gate:
+            vector = encoder.encode_texts([query])[0]
         vector.setflags(write=False)
         query_cache.put(key, vector)
     return vector
@@ -180,7 +217,9 @@ def text_vector(query: str) -> np.ndarray:
 
 def image_vector(source: Any) -> np.ndarray:
     """The embedding of an uploaded image (bytes, file, path). Raises ImageError."""
-    return get_image_encoder().encode_images([load_image(source)])[0]
+    image = load_image(source)
+    with encoder_gate:
+        return get_image_encoder().encode_images([image])[0]
 
 
 # --- nearest neighbours ---------------------------------------------------------
@@ -320,20 +359,12 @@ def shop_the_look(
     category has none), and always for the whole image too.
     """
     from .categories import all_categories
-    from .detectors import get_detector
 
     picture = load_image(image)
     model = queryset.model
     categories = all_categories(model) if model.search_category_field else []
-    # Boxes too small to crop meaningfully (a few pixels) are not items.
-    minimum = max(4.0, 0.02 * min(picture.size))
-    detections = [
-        d
-        for d in get_detector().detect(picture, categories)
-        if d.box[2] - d.box[0] >= minimum and d.box[3] - d.box[1] >= minimum
-    ]
-    crops = [picture.crop(tuple(round(v) for v in d.box)) for d in detections]
-    vectors = get_image_encoder().encode_images([picture, *crops])
+    with encoder_gate:
+        detections, vectors = _detect_and_encode(picture, categories)
     width, height = picture.info.get("original_size", picture.size)
     sx, sy = width / picture.width, height / picture.height
     items = []
@@ -359,3 +390,19 @@ def shop_the_look(
         whole_image=nearest(queryset, vectors[0], limit=limit),
         image_size=(width, height),
     )
+
+
+def _detect_and_encode(picture: Any, categories: list[Any]) -> tuple[list, np.ndarray]:
+    """Detected items (boxes too small to crop are dropped) and the vectors of
+    the whole picture followed by each item's crop."""
+    from .detectors import get_detector
+
+    # Boxes of a few pixels are not items, and would make empty crops.
+    minimum = max(4.0, 0.02 * min(picture.size))
+    detections = [
+        d
+        for d in get_detector().detect(picture, categories)
+        if d.box[2] - d.box[0] >= minimum and d.box[3] - d.box[1] >= minimum
+    ]
+    crops = [picture.crop(tuple(round(v) for v in d.box)) for d in detections]
+    return detections, get_image_encoder().encode_images([picture, *crops])

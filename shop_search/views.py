@@ -19,9 +19,10 @@ from django.views import View
 
 from . import categories, search
 from .api.serializers import image_url
-from .exceptions import ImageError, ModelLoadError, ShopSearchError
+from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from .filtering import apply_filters
 from .images import load_image
+from .uploads import limit_upload_size
 
 __all__ = ["SearchPageView"]
 
@@ -73,8 +74,16 @@ class SearchPageView(View):
         return self.render(context)
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        photo_form = PhotoSearchForm(request.POST, request.FILES)
-        context: dict[str, Any] = {"form": TextSearchForm(), "photo_form": photo_form}
+        context: dict[str, Any] = {
+            "form": TextSearchForm(),
+            "photo_form": PhotoSearchForm(),
+        }
+        try:
+            limit_upload_size(request)
+            photo_form = PhotoSearchForm(request.POST, request.FILES)
+        except ImageError as exc:
+            return self.render_error(context, exc)
+        context["photo_form"] = photo_form
         if not photo_form.is_valid():
             return self.render(context, status=400)
         upload = photo_form.cleaned_data["image"]
@@ -130,9 +139,11 @@ class SearchPageView(View):
     def render_error(
         self, context: dict[str, Any], exc: ShopSearchError
     ) -> HttpResponse:
-        if isinstance(exc, ModelLoadError):
+        if isinstance(exc, (ModelLoadError, SearchBusy)):
             context["error"] = _("Search is temporarily unavailable. Please try again.")
-            return self.render(context, status=503)
+            response = self.render(context, status=503)
+            response["Retry-After"] = "30" if isinstance(exc, ModelLoadError) else "2"
+            return response
         context["error"] = exc.message
         status = 413 if isinstance(exc, ImageError) and "too_" in exc.code else 400
         return self.render(context, status=status)

@@ -15,6 +15,8 @@ SHOP_SEARCH = {
     "TEXT_MODEL": str(TEST_MODELS_DIR / "tiny-multilingual-text"),
     "BATCH_SIZE": 8,
     "INDEXING_MODE": "sync",
+    # Tests that exercise throttling set their own rates.
+    "THROTTLE_RATES": {},
 }
 
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="shop_search_media_"))

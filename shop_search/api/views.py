@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
@@ -26,8 +31,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .. import categories as categories_module
 from .. import search
 from ..conf import import_from_setting
-from ..exceptions import ImageError, ModelLoadError, ShopSearchError
+from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from ..filtering import FilterError, apply_filters, filter_lookups
+from ..uploads import limit_upload_size
 from . import serializers as s
 from .throttling import SearchRateThrottle
 
@@ -52,6 +58,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response = _error(503, exc.code, "Search is temporarily unavailable.")
         response["Retry-After"] = "30"
         return response
+    if isinstance(exc, SearchBusy):
+        response = _error(503, exc.code, exc.message)
+        response["Retry-After"] = "2"
+        return response
+    if isinstance(exc, RequestDataTooBig):
+        return _error(413, "request_too_large", "The request body is too large.")
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        return _error(400, "too_many_fields", str(exc))
     if isinstance(exc, ShopSearchError):
         return _error(400, exc.code, exc.message)
     if isinstance(exc, Http404):
@@ -104,6 +118,11 @@ class _SearchView(APIView):
 
     def get_exception_handler(self):
         return exception_handler
+
+    def initial(self, request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # Refuse oversized uploads from the headers, before reading the body.
+        limit_upload_size(request._request)
 
     def get_queryset(self):
         """The products shoppers may find. Override to restrict (channel, stock...)."""

@@ -1,0 +1,162 @@
+"""Hostile and odd images through the loader, the API and product saves."""
+
+from __future__ import annotations
+
+import collections
+import sys
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from demo_shop.catalog.models import Product
+from shop_search.exceptions import ImageError
+from shop_search.images import load_image
+from shop_search.models import IndexStatus
+
+from .conftest import synthetic_products
+from .hostile_images import corpus
+
+CORPUS = corpus()
+
+
+def test_the_corpus_is_large_and_varied():
+    assert len(CORPUS) >= 100
+    assert len({name.rsplit(".", 1)[-1] for name, _ in CORPUS}) >= 6
+
+
+def test_the_loader_accepts_or_refuses_every_file_with_a_code():
+    outcomes = collections.Counter()
+    for _name, data in CORPUS:
+        try:
+            image = load_image(data)
+        except ImageError as exc:
+            outcomes[exc.code] += 1
+            continue
+        assert image.mode == "RGB" and min(image.size) >= 1
+        assert max(image.size) <= 768
+        outcomes["ok"] += 1
+    assert outcomes["ok"] >= 40
+    assert {
+        "image_corrupt",
+        "image_unsupported_format",
+        "image_too_many_pixels",
+        "image_empty",
+    } <= set(outcomes)
+
+
+@pytest.mark.django_db
+def test_no_corpus_image_makes_the_api_fail(client, category):
+    synthetic_products(category, 20)
+    statuses = collections.Counter()
+    for name, data in CORPUS:
+        upload = SimpleUploadedFile(name, data, content_type="application/octet-stream")
+        response = client.post("/api/search/image/", {"image": upload, "limit": 3})
+        statuses[response.status_code] += 1
+        assert response.status_code in (200, 400, 413), (name, response.content[:200])
+        body = response.json()
+        if response.status_code != 200:
+            assert body["code"].startswith("image_") and body["message"]
+    sys.stdout.write(
+        f"\ncorpus via API: {len(CORPUS)} images, {statuses[500]} responses with "
+        f"status 500, statuses {dict(statuses)}\n"
+    )
+    assert statuses[500] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_product_save_with_a_corpus_image_is_kept(category):
+    for n, (name, data) in enumerate(CORPUS):
+        product = Product(sku=f"H-{n}", name=name, price=1, category=category)
+        product.image.save(name, ContentFile(data), save=False)
+        product.save()
+    products = list(Product.objects.all())
+    assert len(products) == len(CORPUS)  # 0 saves lost
+    statuses = collections.Counter(p.search_status for p in products)
+    assert set(statuses) <= {
+        IndexStatus.INDEXED,
+        IndexStatus.FAILED,
+        IndexStatus.NO_IMAGE,
+    }
+    assert statuses[IndexStatus.MISSING] == 0
+    failed = [p for p in products if p.search_status == IndexStatus.FAILED]
+    assert all(p.search_error.startswith("image_") for p in failed)
+    sys.stdout.write(
+        f"\ncorpus via product saves: {len(CORPUS)} saved, 0 lost, {dict(statuses)}\n"
+    )
+
+
+@pytest.mark.django_db
+def test_an_oversized_upload_is_413_before_it_is_read(client, settings, category):
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "MAX_IMAGE_BYTES": 10_000}
+    big = SimpleUploadedFile("big.png", b"\x89PNG" + b"\0" * 200_000, "image/png")
+    response = client.post("/api/search/image/", {"image": big})
+    assert response.status_code == 413
+    assert response.json()["code"] == "image_too_large"
+    # the same through the page
+    big.seek(0)
+    page = client.post("/search/", {"image": big})
+    assert page.status_code == 413
+
+
+@pytest.mark.django_db
+def test_an_upload_is_cut_off_while_streaming_past_the_limit(
+    client, settings, category
+):
+    # Within the multipart envelope allowance, so the Content-Length check
+    # passes; the upload handler stops the file at the limit.
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "MAX_IMAGE_BYTES": 10_000}
+    upload = SimpleUploadedFile("big.png", b"\x89PNG" + b"\0" * 40_000, "image/png")
+    response = client.post("/api/search/image/", {"image": upload})
+    assert response.status_code == 413
+    assert response.json()["code"] == "image_too_large"
+    assert response.json()["message"].startswith("The upload is larger")  # not decoded
+
+
+@pytest.mark.django_db
+def test_saturated_encoders_answer_503_with_retry_after(client, settings, category):
+    import threading
+
+    from shop_search.search import encoder_gate
+
+    synthetic_products(category, 5)
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "QUERY_CONCURRENCY": 1,
+        "QUERY_QUEUE_TIMEOUT": 0.2,
+    }
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold() -> None:
+        with encoder_gate:
+            entered.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(5)
+    try:
+        response = client.get("/api/search/", {"q": "a query nobody asked before"})
+        assert response.status_code == 503
+        assert response["Retry-After"] == "2"
+        assert response.json()["code"] == "busy"
+    finally:
+        release.set()
+        holder.join()
+    assert (
+        client.get("/api/search/", {"q": "a query nobody asked before"}).status_code
+        == 200
+    )
+
+
+@pytest.mark.django_db
+def test_malformed_multipart_is_400(client, category):
+    response = client.generic(
+        "POST",
+        "/api/search/image/",
+        b"--xyz\r\nContent-Disposition: form-data\r\n\r\n",
+        content_type="multipart/form-data; boundary=",
+    )
+    assert response.status_code == 400
+    assert "code" in response.json()
