@@ -106,19 +106,49 @@ def product_model() -> type[SearchableProduct]:
 # --- query vectors -----------------------------------------------------------
 
 
+_DROPPED_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def _is_dropped(ch: str) -> bool:
+    # Format characters outside the BMP (tag characters...) are left alone.
+    return ord(ch) < 0x10000 and unicodedata.category(ch) in _DROPPED_CATEGORIES
+
+
+def _invisible_ranges() -> list[tuple[int, int]]:
+    """BMP code points a query may not consist of only: dropped or whitespace."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x10000):
+        ch = chr(code)
+        if _is_dropped(ch) or ch.isspace() or 0xD800 <= code <= 0xDFFF:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    return ranges
+
+
+#: A regular expression (for the OpenAPI schema) matching a query with at
+#: least one character that survives :func:`normalize_query`.
+VISIBLE_PATTERN = (
+    "[^"
+    + "".join(
+        f"\\u{a:04X}" if a == b else f"\\u{a:04X}-\\u{b:04X}"
+        for a, b in _invisible_ranges()
+    )
+    + "]"
+)
+
+
 def normalize_query(query: Any) -> str:
     """
-    NFC-normalise, drop control characters, collapse whitespace.
+    NFC-normalise, drop control and format characters, collapse whitespace.
 
     Raises :class:`QueryError` (``query_empty`` / ``query_too_long``).
     """
     if not isinstance(query, str):
         raise QueryError("The query must be text.", code="query_invalid")
     text = unicodedata.normalize("NFC", query)
-    text = "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
-        for ch in text
-    )
+    text = "".join(" " if _is_dropped(ch) else ch for ch in text)
     text = " ".join(text.split())
     if not text:
         raise QueryError("The query is empty.", code="query_empty")

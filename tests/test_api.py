@@ -73,15 +73,12 @@ def test_filters_and_pages(client, catalog):
         ({"q": "x", "offset": "-1"}, "offset"),
         ({"q": "x", "limit": "ten"}, "limit"),
         ({"q": "x", "max_price": "cheap"}, "max_price"),
-        ({"q": "x", "category": "999999"}, "category"),
-        ({"q": "x", "in_stock": "maybe"}, None),
+        ({"q": "x", "category": "shoes"}, "category"),
+        ({"q": "x", "in_stock": "maybe"}, "in_stock"),
     ],
 )
 def test_invalid_parameters_are_400_with_a_json_body(client, catalog, params, field):
     response = client.get("/api/search/", params)
-    if field is None:  # booleans accept anything truthy, like Django forms
-        assert response.status_code == 200
-        return
     assert response.status_code == 400
     body = response.json()
     assert body["code"] in ("invalid_parameters", "invalid_filter")

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from ..conf import shop_search_settings
+from .fields import LimitField, QueryField, StrictIntegerField, UploadField
 
 
 class ProductSerializer(serializers.Serializer):
@@ -43,9 +43,7 @@ def image_url(obj: Any, request: Any = None) -> str | None:
 
 
 class PageParamsSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(
-        required=False, min_value=1, help_text="Results per page (1 to MAX_LIMIT)."
-    )
+    limit = LimitField(required=False, help_text="Results per page (1 to MAX_LIMIT).")
     offset = serializers.IntegerField(
         required=False,
         min_value=0,
@@ -54,25 +52,13 @@ class PageParamsSerializer(serializers.Serializer):
         help_text="Results to skip.",
     )
 
-    def validate_limit(self, value: int) -> int:
-        maximum = shop_search_settings.MAX_LIMIT
-        if value > maximum:
-            raise serializers.ValidationError(
-                f"Ensure this value is at most {maximum}."
-            )
-        return value
-
 
 class TextSearchParamsSerializer(PageParamsSerializer):
-    q = serializers.CharField(
-        help_text="The query, in any of the text model's 50+ languages.",
-        trim_whitespace=True,
-        max_length=2000,
-    )
+    q = QueryField(help_text="The query, in any of the text model's 50+ languages.")
 
 
 class ImageSearchSerializer(PageParamsSerializer):
-    image = serializers.FileField(
+    image = UploadField(
         help_text="A JPEG, PNG, WebP or GIF photo.", allow_empty_file=True
     )
     group = serializers.ChoiceField(
@@ -84,19 +70,16 @@ class ImageSearchSerializer(PageParamsSerializer):
     )
 
 
-class CategorySuggestSerializer(serializers.Serializer):
-    image = serializers.FileField(required=False, allow_empty_file=True)
-    text = serializers.CharField(required=False, max_length=2000)
+class CategorySuggestTextSerializer(serializers.Serializer):
+    text = QueryField(help_text="A product name or query, in any language.")
+    top = StrictIntegerField(required=False, min_value=1, max_value=1000, default=5)
+
+
+class CategorySuggestImageSerializer(serializers.Serializer):
+    image = UploadField(help_text="A product photo.", allow_empty_file=True)
     top = serializers.IntegerField(
         required=False, min_value=1, max_value=1000, default=5
     )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if bool(attrs.get("image")) == bool(attrs.get("text")):
-            raise serializers.ValidationError(
-                "Send exactly one of 'image' (multipart) or 'text'."
-            )
-        return attrs
 
 
 class HitSerializer(serializers.Serializer):

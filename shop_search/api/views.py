@@ -14,7 +14,6 @@ from django.core.exceptions import (
 )
 from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -32,7 +31,7 @@ from .. import categories as categories_module
 from .. import search
 from ..conf import import_from_setting
 from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
-from ..filtering import FilterError, apply_filters, filter_lookups
+from ..filtering import FilterError, apply_filters, filter_params
 from ..uploads import limit_upload_size
 from . import serializers as s
 from .throttling import SearchRateThrottle
@@ -101,12 +100,11 @@ class SearchSchema(AutoSchema):
     """Adds the configured filter parameters (read when the schema is built)."""
 
     def get_override_parameters(self) -> list[Any]:
-        lookups = filter_lookups(search.product_model())
+        if not getattr(self.view, "uses_filters", False):
+            return super().get_override_parameters()
         filters = [
-            OpenApiParameter(
-                name, OpenApiTypes.STR, description=f"Filter on `{lookup}`."
-            )
-            for name, lookup in lookups.items()
+            OpenApiParameter(param.name, param.schema, required=False)
+            for param in filter_params(search.product_model())
         ]
         return [*super().get_override_parameters(), *filters]
 
@@ -171,6 +169,7 @@ class TextSearchView(_SearchView):
     """Search products by a text query in any language."""
 
     throttle_scope = "shop_search_text"
+    uses_filters = True
 
     @extend_schema(
         operation_id="search_text",
@@ -229,6 +228,7 @@ class ImageSearchView(_SearchView):
 
     throttle_scope = "shop_search_image"
     parser_classes = [MultiPartParser, FormParser]
+    uses_filters = True
 
     @extend_schema(
         operation_id="search_image",
@@ -280,6 +280,7 @@ class SimilarProductsView(_SearchView):
     """Products that look like a given product (its stored vector)."""
 
     throttle_scope = "shop_search_text"
+    uses_filters = True
 
     @extend_schema(
         operation_id="similar_products",
@@ -310,8 +311,8 @@ class CategorySuggestView(_SearchView):
     @extend_schema(
         operation_id="suggest_categories",
         request={
-            "multipart/form-data": s.CategorySuggestSerializer,
-            "application/json": s.CategorySuggestSerializer,
+            "multipart/form-data": s.CategorySuggestImageSerializer,
+            "application/json": s.CategorySuggestTextSerializer,
         },
         responses={
             200: OpenApiResponse(
@@ -331,11 +332,19 @@ class CategorySuggestView(_SearchView):
         ],
     )
     def post(self, request, *args: Any, **kwargs: Any) -> Response:
-        params = s.CategorySuggestSerializer(data=request.data)
+        multipart = request.content_type.startswith(
+            ("multipart/", "application/x-www-form-urlencoded")
+        )
+        serializer = (
+            s.CategorySuggestImageSerializer
+            if multipart
+            else s.CategorySuggestTextSerializer
+        )
+        params = serializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
         model = search.product_model()
-        if data.get("image"):
+        if multipart:
             vector = search.image_vector(data["image"])
         else:
             vector = search.text_vector(search.normalize_query(data["text"]))
