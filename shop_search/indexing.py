@@ -25,7 +25,13 @@ from .exceptions import EncodingError, ImageError
 from .images import load_image
 from .models import IndexStatus, SearchableProduct, image_fingerprint, status_q
 
-__all__ = ["IndexResult", "index_objects", "iter_chunks", "pending_queryset"]
+__all__ = [
+    "IndexResult",
+    "index_objects",
+    "iter_chunks",
+    "next_chunk",
+    "pending_queryset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +75,23 @@ def pending_queryset(model: type[SearchableProduct]) -> models.QuerySet:
     )
 
 
-def iter_chunks(queryset: models.QuerySet, size: int) -> Iterator[list[Any]]:
+def next_chunk(queryset: models.QuerySet, after: Any, size: int) -> list[Any]:
     """
-    Yield lists of primary keys in pk order, ``size`` at a time.
+    The next ``size`` primary keys after ``after`` (None: from the start).
 
     Keyset pagination (``pk > last``) keeps each query cheap and lets the
     queryset's filter shrink as rows get indexed.
     """
+    page = queryset.order_by("pk")
+    if after is not None:
+        page = page.filter(pk__gt=after)
+    return list(page.values_list("pk", flat=True)[:size])
+
+
+def iter_chunks(queryset: models.QuerySet, size: int) -> Iterator[list[Any]]:
+    """Yield lists of primary keys in pk order, ``size`` at a time."""
     last = None
-    while True:
-        page = queryset.order_by("pk")
-        if last is not None:
-            page = page.filter(pk__gt=last)
-        pks = list(page.values_list("pk", flat=True)[:size])
-        if not pks:
-            return
+    while pks := next_chunk(queryset, last, size):
         yield pks
         last = pks[-1]
 

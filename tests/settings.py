@@ -1,5 +1,6 @@
 """Test settings: the demo project with tiny local models and a temporary media root."""
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,15 @@ SHOP_SEARCH = {
     "THROTTLE_RATES": {},
 }
 
-MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="shop_search_media_"))
+# Shared with the subprocesses the fault tests start (they inherit the variable).
+os.environ.setdefault(
+    "SHOP_SEARCH_TEST_MEDIA", tempfile.mkdtemp(prefix="shop_search_media_")
+)
+MEDIA_ROOT = Path(os.environ["SHOP_SEARCH_TEST_MEDIA"])
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_BROKER_URL = "redis://127.0.0.1:6379/15"
+# Unacknowledged tasks of a killed worker come back after this many seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("SHOP_SEARCH_TEST_VISIBILITY", "3600"))
+}
 LOGGING = {"version": 1, "disable_existing_loggers": False}

@@ -4,16 +4,21 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError, connections
 
 from shop_search.exceptions import ModelLoadError
 from shop_search.indexing import (
     IndexResult,
     index_objects,
-    iter_chunks,
+    next_chunk,
     pending_queryset,
 )
 
 from ._common import selected_models
+
+# Waits between attempts when the database goes away (a restart, a failover):
+# about a minute in all before the command gives up.
+RETRY_DELAYS = (1, 2, 4, 8, 15, 30)
 
 
 class Command(BaseCommand):
@@ -68,12 +73,14 @@ class Command(BaseCommand):
                 continue
             bar = _progress_bar(total, label, self.stdout, verbosity)
             result = IndexResult()
+            last = None
             try:
-                for pks in iter_chunks(queryset, batch_size):
-                    chunk = index_objects(
-                        model, pks, force=force, batch_size=batch_size
+                while pks := self.retrying(next_chunk, queryset, last, batch_size):
+                    chunk = self.retrying(
+                        index_objects, model, pks, force=force, batch_size=batch_size
                     )
                     result += chunk
+                    last = pks[-1]
                     if bar is not None:
                         bar.update(len(pks))
                         bar.set_postfix(encoded=result.encoded, failed=result.failed)
@@ -101,6 +108,26 @@ class Command(BaseCommand):
                     "Failed products are retried by the next run; "
                     "see `manage.py shop_search_status` for reasons."
                 )
+
+    def retrying(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call ``function``; if the database goes away, reconnect and call again."""
+        for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+            try:
+                return function(*args, **kwargs)
+            except (OperationalError, InterfaceError) as exc:
+                connections.close_all()
+                if delay is None:
+                    raise CommandError(
+                        f"The database is unavailable ({exc}); gave up after "
+                        f"{attempt} attempts. Everything finished so far is kept: "
+                        f"run shop_search_reindex again to resume."
+                    ) from exc
+                self.stderr.write(
+                    f"Database unavailable ({str(exc).strip()}); retrying in "
+                    f"{delay}s (attempt {attempt} of {len(RETRY_DELAYS)})."
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
 
 def _progress_bar(total: int, label: str, stdout: Any, verbosity: int) -> Any:
