@@ -23,9 +23,9 @@ import numpy as np
 from django.db import models, transaction
 
 from .conf import shop_search_settings
-from .encoders import get_text_encoder
 from .exceptions import ShopSearchError
 from .models import SearchableProduct
+from .switching import serving
 
 __all__ = [
     "Suggestion",
@@ -81,9 +81,9 @@ _cache: dict[str, np.ndarray] = {}
 _cache_lock = threading.Lock()
 
 
-def category_matrix(categories: list[Any]) -> np.ndarray:
+def category_matrix(categories: list[Any], encoder: Any = None) -> np.ndarray:
     """One normalized prompt-ensemble vector per category, cached per model."""
-    encoder = get_text_encoder()
+    encoder = encoder or serving().text_encoder
     described = [
         (category.pk, sorted(category_names(category).items()))
         for category in categories
@@ -113,13 +113,17 @@ def category_matrix(categories: list[Any]) -> np.ndarray:
     return matrix
 
 
-def classify(vector: np.ndarray, categories: list[Any]) -> list[Suggestion]:
-    """All ``categories`` with their probabilities for ``vector``, most likely first."""
+def classify(
+    vector: np.ndarray, categories: list[Any], encoder: Any = None
+) -> list[Suggestion]:
+    """
+    All ``categories`` with their probabilities for ``vector`` (a vector of the
+    serving models' space), most likely first.
+    """
     if not categories:
         return []
-    logits = (
-        category_matrix(categories) @ vector * shop_search_settings.CATEGORY_LOGIT_SCALE
-    )
+    matrix = category_matrix(categories, encoder)
+    logits = matrix @ vector * shop_search_settings.CATEGORY_LOGIT_SCALE
     logits = logits - logits.max()
     probabilities = np.exp(logits)
     probabilities /= probabilities.sum()
@@ -134,6 +138,8 @@ def all_categories(model: type[SearchableProduct]) -> list[Any]:
 def suggest_for_product(product: SearchableProduct) -> list[Suggestion]:
     """Suggestions for a product from its stored vector ([] if not indexed)."""
     if product.search_embedding is None:
+        return []
+    if product.search_model != serving().image_model:
         return []
     return classify(product.search_embedding, all_categories(type(product)))
 
@@ -151,9 +157,10 @@ def apply_suggestions(
     categories = all_categories(model)
     changes = []
     with transaction.atomic(using=queryset.db):
-        for product in queryset.filter(search_embedding__isnull=False).select_related(
-            field
-        ):
+        current = queryset.filter(
+            search_embedding__isnull=False, search_model=serving().image_model
+        )
+        for product in current.select_related(field):
             suggestions = classify(product.search_embedding, categories)
             if not suggestions:
                 continue

@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image
 
 from .conf import import_from_setting, shop_search_settings
-from .encoders import get_image_encoder, get_text_encoder
 from .exceptions import ModelLoadError
 
 __all__ = [
@@ -49,12 +48,16 @@ class Detection:
 
 class BaseDetector:
     """
-    Contract: ``detect(image, categories)`` returns at most
+    Contract: ``detect(image, categories, serving)`` returns at most
     ``DETECTION_MAX_ITEMS`` detections with score >= ``DETECTION_MIN_SCORE``,
-    best first; boxes lie inside the image. Must be thread-safe.
+    best first; boxes lie inside the image. ``serving``
+    (:class:`~shop_search.switching.Serving`) gives the encoders of the models
+    that serve searches. Must be thread-safe.
     """
 
-    def detect(self, image: Image.Image, categories: list[Any]) -> list[Detection]:
+    def detect(
+        self, image: Image.Image, categories: list[Any], serving: Any
+    ) -> list[Detection]:
         raise NotImplementedError(".detect() must be implemented.")
 
 
@@ -95,19 +98,21 @@ class CropDetector(BaseDetector):
             boxes.append((0.0, height * top, float(width), height * bottom))
         return boxes
 
-    def detect(self, image: Image.Image, categories: list[Any]) -> list[Detection]:
+    def detect(
+        self, image: Image.Image, categories: list[Any], serving: Any
+    ) -> list[Detection]:
         from .categories import category_matrix
 
         if not categories:
             return []
         boxes = self.proposals(*image.size)
         crops = [image.crop(tuple(round(v) for v in box)) for box in boxes]
-        crop_vectors = get_image_encoder().encode_images(crops)
-        classes = category_matrix(categories)
+        crop_vectors = serving.image_encoder.encode_images(crops)
+        classes = category_matrix(categories, serving.text_encoder)
         background_prompts = shop_search_settings.DETECTION_BACKGROUND_PROMPTS
         if background_prompts:
-            background = (
-                get_text_encoder().encode_texts(background_prompts).mean(axis=0)
+            background = serving.text_encoder.encode_texts(background_prompts).mean(
+                axis=0
             )
             background /= max(float(np.linalg.norm(background)), 1e-12)
             classes = np.vstack([classes, background[None, :]])
@@ -166,7 +171,9 @@ class OwlVitDetector(BaseDetector):
                 self._loaded = {name: (processor, model)}
             return self._loaded[name]
 
-    def detect(self, image: Image.Image, categories: list[Any]) -> list[Detection]:
+    def detect(
+        self, image: Image.Image, categories: list[Any], serving: Any
+    ) -> list[Detection]:
         import torch
 
         if not categories:

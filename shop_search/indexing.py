@@ -24,6 +24,7 @@ from .encoders import get_image_encoder
 from .exceptions import EncodingError, ImageError
 from .images import load_image
 from .models import IndexStatus, SearchableProduct, image_fingerprint, status_q
+from .switching import in_transition, missing_pending_q, serving, store_pending
 
 __all__ = [
     "IndexResult",
@@ -63,16 +64,22 @@ class IndexResult:
 
 
 def pending_queryset(model: type[SearchableProduct]) -> models.QuerySet:
-    """Rows that need work: missing, stale, retryable failures, orphan vectors."""
+    """
+    Rows that need work: missing, stale, retryable failures, orphan vectors,
+    and during a model switch, rows without a vector of the new model.
+    """
     orphan = status_q(model, IndexStatus.NO_IMAGE) & (
         Q(search_embedding__isnull=False) | ~Q(search_error="")
     )
-    return model._base_manager.filter(
+    needs = (
         status_q(model, IndexStatus.MISSING)
         | status_q(model, IndexStatus.STALE)
         | status_q(model, IndexStatus.FAILED)
         | orphan
     )
+    if in_transition(model._base_manager.db):
+        needs |= missing_pending_q(model)
+    return model._base_manager.filter(needs)
 
 
 def next_chunk(queryset: models.QuerySet, after: Any, size: int) -> list[Any]:
@@ -133,11 +140,26 @@ def _index_batch(
 ) -> IndexResult:
     result = IndexResult()
     image_field = model.search_image_field
+    using = model._base_manager.db
+    current = serving(using)
+    target = get_image_encoder()
+    transition = current.image_model != target.model_id
+    settled = status_q(model, IndexStatus.INDEXED) | status_q(
+        model, IndexStatus.GIVEN_UP
+    )
     rows = model._base_manager.filter(pk__in=pks).order_by("pk")
-    if not force:
-        rows = rows.exclude(
-            status_q(model, IndexStatus.INDEXED) | status_q(model, IndexStatus.GIVEN_UP)
-        )
+    rows = rows.annotate(
+        _needs_row=models.Case(
+            models.When(settled, then=models.Value(force)),
+            default=models.Value(True),
+            output_field=models.BooleanField(),
+        ),
+        _needs_pending=models.Case(
+            models.When(missing_pending_q(model), then=models.Value(transition)),
+            default=models.Value(transition and force),
+            output_field=models.BooleanField(),
+        ),
+    ).filter(Q(_needs_row=True) | Q(_needs_pending=True))
     rows = list(rows.only("pk", image_field, *_STATE_FIELDS))
     result.skipped = len(pks) - len(rows)
 
@@ -157,16 +179,21 @@ def _index_batch(
         except ImageError as exc:
             failures.append((row, f"{exc.code}: {exc.message}"))
 
-    encoder = get_image_encoder()
-    vectors = _encode(encoder, to_encode, failures)
+    # The row keeps a vector of the serving model; during a switch the new
+    # model's vectors wait in PendingEmbedding (see shop_search.switching).
+    for_row = [item for item in to_encode if item[0]._needs_row]
+    row_vectors = _encode(current.image_encoder, for_row, failures)
+    for_pending = [item for item in to_encode if item[0]._needs_pending]
+    pending_vectors = _encode(target, for_pending, failures) if transition else []
+    failed = {id(row) for row, _reason in failures}
     now = timezone.now()
-    with transaction.atomic(using=model._base_manager.db):
-        for (row, _image), vector in zip(to_encode, vectors, strict=True):
+    with transaction.atomic(using=using):
+        for (row, _image), vector in zip(for_row, row_vectors, strict=True):
             if vector is None:
                 continue
             values = {
                 "search_embedding": vector,
-                "search_model": encoder.model_id,
+                "search_model": current.image_model,
                 "search_fingerprint": image_fingerprint(getattr(row, image_field)),
                 "search_error": "",
                 "search_attempts": 0,
@@ -177,8 +204,17 @@ def _index_batch(
                 result.encoded_pks.append(row.pk)
             else:
                 result.skipped += 1
-        for row, reason in failures:
-            _write(model, row, _failure_values(row, reason, encoder.model_id))
+        pending = [
+            (row.pk, image_fingerprint(getattr(row, image_field)), vector)
+            for (row, _image), vector in zip(for_pending, pending_vectors, strict=True)
+            if vector is not None and id(row) not in failed
+        ]
+        if pending:
+            store_pending(model, pending, target.model_id)
+            if not for_row:
+                result.encoded += len(pending)
+        for row, reason in {id(r): (r, why) for r, why in failures}.values():
+            _write(model, row, _failure_values(row, reason, current.image_model))
             result.failed += 1
             logger.warning(
                 "shop_search: could not index %s pk=%s: %s",

@@ -56,7 +56,10 @@ BOOKKEEPING_FIELDS = (
 
 
 class IndexStatus(models.TextChoices):
-    """Where a product stands in the index. Derived from the row, never stored."""
+    """
+    Where a product stands in the index, for the models that serve searches
+    (see :mod:`shop_search.switching`). Derived from the row, never stored.
+    """
 
     INDEXED = "indexed", _("Indexed")
     MISSING = "missing", _("Not indexed yet")
@@ -119,7 +122,7 @@ class SearchableProduct(models.Model):
     def search_status(self) -> str:
         """This row's :class:`IndexStatus` value, computed like :func:`status_q`."""
         from .conf import shop_search_settings
-        from .encoders import image_model_id
+        from .switching import serving
 
         fingerprint = self.image_fingerprint()
         if not getattr(self, self.search_image_field):
@@ -132,7 +135,7 @@ class SearchableProduct(models.Model):
             return IndexStatus.MISSING
         if (
             self.search_fingerprint != fingerprint
-            or self.search_model != image_model_id()
+            or self.search_model != serving(max_age=2).image_model
         ):
             return IndexStatus.STALE
         return IndexStatus.INDEXED
@@ -153,14 +156,14 @@ def image_fingerprint(image: Any) -> str:
 def status_q(model: type[models.Model], status: str) -> Q:
     """A ``Q`` that selects the rows of ``model`` in ``status`` (an IndexStatus)."""
     from .conf import shop_search_settings
-    from .encoders import image_model_id
+    from .switching import serving
 
     image = model.search_image_field
     has_image = ~Q(**{image: ""}) & Q(**{f"{image}__isnull": False})
     same_image = Q(search_fingerprint=MD5(Coalesce(image, models.Value(""))))
     failed = ~Q(search_error="") & same_image
     given_up = failed & Q(search_attempts__gte=shop_search_settings.MAX_ATTEMPTS)
-    current = same_image & Q(search_model=image_model_id())
+    current = same_image & Q(search_model=serving(max_age=2).image_model)
     has_vector = Q(search_embedding__isnull=False)
     queries = {
         IndexStatus.NO_IMAGE: ~has_image,
@@ -231,3 +234,48 @@ def _check_declared_fields(model: type[SearchableProduct]) -> list[checks.CheckM
             )
         )
     return errors
+
+
+class IndexState(models.Model):
+    """
+    The models whose vectors searches compare (one row for the whole site).
+
+    It changes only when the vectors of a newly configured ``IMAGE_MODEL`` are
+    complete (see :mod:`shop_search.switching`), so queries never compare
+    vectors of two models and never go without results during a switch.
+    """
+
+    image_model = models.CharField(max_length=255)
+    text_model = models.CharField(max_length=255)
+    switched_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("search index state")
+
+    def __str__(self) -> str:
+        return f"{self.image_model} / {self.text_model}"
+
+
+class PendingEmbedding(models.Model):
+    """
+    A product vector made by the configured ``IMAGE_MODEL`` while another model
+    still serves searches; copied onto the product row when all are done.
+    """
+
+    model_label = models.CharField(max_length=200)
+    object_pk = models.CharField(max_length=64)
+    image_model = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=32)
+    vector = models.TextField()  # pgvector text form; cast when copied
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_label", "object_pk", "image_model"],
+                name="shop_search_pending_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_label}:{self.object_pk} ({self.image_model})"

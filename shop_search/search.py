@@ -27,10 +27,10 @@ from django.db.models.functions import Cast
 from pgvector.django import MaxInnerProduct
 
 from .conf import shop_search_settings
-from .encoders import get_image_encoder, get_text_encoder, image_model_id
 from .exceptions import SearchBusy, ShopSearchError
 from .images import load_image
 from .models import SearchableProduct, searchable_models
+from .switching import serving
 
 __all__ = [
     "Hit",
@@ -232,9 +232,9 @@ class _EncoderGate:
 encoder_gate = _EncoderGate()
 
 
-def text_vector(query: str) -> np.ndarray:
-    """The (cached) embedding of a normalised text query."""
-    encoder = get_text_encoder()
+def text_vector(query: str, encoder: Any = None) -> np.ndarray:
+    """The (cached) embedding of a normalised text query (serving text model)."""
+    encoder = encoder or serving().text_encoder
     key = (encoder.model_id, query)
     vector = query_cache.get(key)
     if vector is None:
@@ -245,11 +245,12 @@ def text_vector(query: str) -> np.ndarray:
     return vector
 
 
-def image_vector(source: Any) -> np.ndarray:
+def image_vector(source: Any, encoder: Any = None) -> np.ndarray:
     """The embedding of an uploaded image (bytes, file, path). Raises ImageError."""
     image = load_image(source)
+    encoder = encoder or serving().image_encoder
     with encoder_gate:
-        return get_image_encoder().encode_images([image])[0]
+        return encoder.encode_images([image])[0]
 
 
 # --- nearest neighbours ---------------------------------------------------------
@@ -262,11 +263,14 @@ def nearest(
     limit: int | None = None,
     offset: int = 0,
     min_score: float | None = None,
+    image_model: str | None = None,
 ) -> Page:
     """
     The products of ``queryset`` nearest to ``vector``, best first.
 
-    ``min_score`` (default ``MIN_SCORE``) drops weaker results.
+    ``vector`` must come from the serving models' space; only rows whose
+    vector was made by ``image_model`` (default: the serving image model)
+    are compared. ``min_score`` (default ``MIN_SCORE``) drops weaker results.
     """
     limit = _check_limit(limit, offset)
     if min_score is None:
@@ -277,7 +281,8 @@ def nearest(
         models.Value(embedding.get_prep_value(vector)), output_field=embedding.clone()
     )
     candidates = queryset.filter(
-        search_embedding__isnull=False, search_model=image_model_id()
+        search_embedding__isnull=False,
+        search_model=image_model or serving(queryset.db).image_model,
     )
     distance = MaxInnerProduct("search_embedding", query)
     window = slice(offset, offset + limit + 1)
@@ -334,12 +339,16 @@ def _check_limit(limit: int | None, offset: int) -> int:
 
 def search_text(queryset: models.QuerySet, query: str, **options: Any) -> Page:
     """Products whose images match a text query in any supported language."""
-    return nearest(queryset, text_vector(normalize_query(query)), **options)
+    current = serving(queryset.db)
+    vector = text_vector(normalize_query(query), current.text_encoder)
+    return nearest(queryset, vector, image_model=current.image_model, **options)
 
 
 def search_image(queryset: models.QuerySet, image: Any, **options: Any) -> Page:
     """Products whose images look like an uploaded photo."""
-    return nearest(queryset, image_vector(image), **options)
+    current = serving(queryset.db)
+    vector = image_vector(image, current.image_encoder)
+    return nearest(queryset, vector, image_model=current.image_model, **options)
 
 
 def similar_products(queryset: models.QuerySet, product: Any, **options: Any) -> Page:
@@ -348,12 +357,18 @@ def similar_products(queryset: models.QuerySet, product: Any, **options: Any) ->
     re-encoded), without the product itself. An unindexed product has none.
     """
     vector = product.search_embedding
-    if vector is None or product.search_model != image_model_id():
+    current = serving(queryset.db)
+    if vector is None or product.search_model != current.image_model:
         limit = _check_limit(options.get("limit"), options.get("offset", 0))
         return Page(
             hits=[], limit=limit, offset=options.get("offset", 0), has_more=False
         )
-    return nearest(queryset.exclude(pk=product.pk), vector, **options)
+    return nearest(
+        queryset.exclude(pk=product.pk),
+        vector,
+        image_model=current.image_model,
+        **options,
+    )
 
 
 # --- shop the look ----------------------------------------------------------------
@@ -393,8 +408,9 @@ def shop_the_look(
     picture = load_image(image)
     model = queryset.model
     categories = all_categories(model) if model.search_category_field else []
+    current = serving(queryset.db)
     with encoder_gate:
-        detections, vectors = _detect_and_encode(picture, categories)
+        detections, vectors = _detect_and_encode(picture, categories, current)
     width, height = picture.info.get("original_size", picture.size)
     sx, sy = width / picture.width, height / picture.height
     items = []
@@ -404,9 +420,13 @@ def shop_the_look(
             in_category = queryset.filter(
                 **{model.search_category_field: detection.category}
             )
-            page = nearest(in_category, vector, limit=limit)
+            page = nearest(
+                in_category, vector, limit=limit, image_model=current.image_model
+            )
         if not page.hits:
-            page = nearest(queryset, vector, limit=limit)
+            page = nearest(
+                queryset, vector, limit=limit, image_model=current.image_model
+            )
         x0, y0, x1, y1 = detection.box
         box = (
             max(0, round(x0 * sx)),
@@ -417,12 +437,16 @@ def shop_the_look(
         items.append(LookItem(box, detection.category, detection.score, page))
     return Look(
         items=items,
-        whole_image=nearest(queryset, vectors[0], limit=limit),
+        whole_image=nearest(
+            queryset, vectors[0], limit=limit, image_model=current.image_model
+        ),
         image_size=(width, height),
     )
 
 
-def _detect_and_encode(picture: Any, categories: list[Any]) -> tuple[list, np.ndarray]:
+def _detect_and_encode(
+    picture: Any, categories: list[Any], current: Any
+) -> tuple[list, np.ndarray]:
     """Detected items (boxes too small to crop are dropped) and the vectors of
     the whole picture followed by each item's crop."""
     from .detectors import get_detector
@@ -431,8 +455,8 @@ def _detect_and_encode(picture: Any, categories: list[Any]) -> tuple[list, np.nd
     minimum = max(4.0, 0.02 * min(picture.size))
     detections = [
         d
-        for d in get_detector().detect(picture, categories)
+        for d in get_detector().detect(picture, categories, current)
         if d.box[2] - d.box[0] >= minimum and d.box[3] - d.box[1] >= minimum
     ]
     crops = [picture.crop(tuple(round(v) for v in d.box)) for d in detections]
-    return detections, get_image_encoder().encode_images([picture, *crops])
+    return detections, current.image_encoder.encode_images([picture, *crops])

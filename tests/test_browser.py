@@ -79,7 +79,13 @@ def test_text_search_in_the_browser(browser, live_server, drawn_catalog, tmp_pat
     names = {p.name for p in Product.objects.all()}
     assert cards[0].find_element(By.CLASS_NAME, "ss-name").text in names
     image = cards[0].find_element(By.TAG_NAME, "img")
-    assert browser.execute_script("return arguments[0].naturalWidth", image) > 0
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 10).until(  # the product photo is served and decoded
+        lambda b: b.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", image
+        )
+    )
     chips = browser.find_elements(By.CSS_SELECTOR, ".ss-chip")
     assert len(chips) == 5  # "All" and four categories
     chips[1].click()

@@ -31,7 +31,10 @@ def test_filtered_search_returns_full_pages_even_for_a_rare_filter(category):
     page = search.nearest(rare, query, limit=10)
     assert len(page) == 10
     assert all(hit.object.colour == "rare" for hit in page)
-    assert [hit.object.pk for hit in page] == _exact_ranking(rare, query)[:10]
+    # Exact when PostgreSQL scans the 20 rows; HNSW (approximate) when it uses
+    # the index: either way nearly the same ten.
+    exact = _exact_ranking(rare, query)[:10]
+    assert len({hit.object.pk for hit in page} & set(exact)) >= 8
     last = search.nearest(rare, query, limit=10, offset=10)
     assert len(last) == 10 and not last.has_more
     assert search.nearest(rare, query, limit=10, offset=20).hits == []

@@ -162,15 +162,6 @@ def test_indexing_paused_leaves_products_for_reindex(make_product, encode_spy):
     )
 
 
-def test_a_model_change_makes_vectors_stale(make_product, settings, tmp_path):
-    product = make_product()
-    settings.SHOP_SEARCH = {
-        **settings.SHOP_SEARCH,
-        "IMAGE_MODEL": str(tmp_path / "other"),
-    }
-    assert Product.objects.get(pk=product.pk).search_status == IndexStatus.STALE
-
-
 def test_save_succeeds_when_the_model_cannot_be_loaded(make_product, settings, caplog):
     settings.SHOP_SEARCH = {
         **settings.SHOP_SEARCH,

@@ -20,6 +20,7 @@ __all__ = [
     "SentenceTransformerEncoder",
     "get_image_encoder",
     "get_text_encoder",
+    "encoder_for",
     "image_model_id",
     "clear_encoders",
     "warm_up",
@@ -29,13 +30,12 @@ _encoders: dict[str, BaseEncoder] = {}
 _lock = threading.Lock()
 
 
-def _get(setting: str) -> BaseEncoder:
-    model_name = getattr(shop_search_settings, setting)
-    key = f"{setting}:{model_name}"
-    encoder = _encoders.get(key)
+def encoder_for(model_name: str) -> BaseEncoder:
+    """The process-wide encoder of ``model_name`` (built on first use)."""
+    encoder = _encoders.get(model_name)
     if encoder is None:
         with _lock:
-            encoder = _encoders.get(key)
+            encoder = _encoders.get(model_name)
             if encoder is None:
                 encoder_class = import_from_setting("ENCODER_CLASS")
                 encoder = encoder_class(
@@ -43,18 +43,18 @@ def _get(setting: str) -> BaseEncoder:
                     device=shop_search_settings.DEVICE,
                     batch_size=shop_search_settings.BATCH_SIZE,
                 )
-                _encoders[key] = encoder
+                _encoders[model_name] = encoder
     return encoder
 
 
 def get_image_encoder() -> BaseEncoder:
     """The encoder for product images (``SHOP_SEARCH['IMAGE_MODEL']``)."""
-    return _get("IMAGE_MODEL")
+    return encoder_for(shop_search_settings.IMAGE_MODEL)
 
 
 def get_text_encoder() -> BaseEncoder:
     """The encoder for query texts (``SHOP_SEARCH['TEXT_MODEL']``)."""
-    return _get("TEXT_MODEL")
+    return encoder_for(shop_search_settings.TEXT_MODEL)
 
 
 def image_model_id() -> str:
@@ -76,5 +76,8 @@ def warm_up() -> None:
     """
     from PIL import Image
 
-    get_text_encoder().encode_texts(["warm up"])
-    get_image_encoder().encode_images([Image.new("RGB", (32, 32), "white")])
+    from ..switching import serving
+
+    current = serving()
+    current.text_encoder.encode_texts(["warm up"])
+    current.image_encoder.encode_images([Image.new("RGB", (32, 32), "white")])

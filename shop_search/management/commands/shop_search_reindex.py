@@ -92,6 +92,7 @@ class Command(BaseCommand):
             grand += result
             if verbosity:
                 self.stdout.write(_summary(label, result))
+        self.promote(verbosity)
         elapsed = time.monotonic() - started
         if verbosity:
             rate = grand.encoded / elapsed if elapsed > 0 else 0.0
@@ -108,6 +109,30 @@ class Command(BaseCommand):
                     "Failed products are retried by the next run; "
                     "see `manage.py shop_search_status` for reasons."
                 )
+
+    def promote(self, verbosity: int) -> None:
+        """End a model switch when every product has a vector of the new model."""
+        from shop_search.models import searchable_models
+        from shop_search.switching import in_transition, promote, serving
+
+        if not in_transition():
+            return
+        old = serving().image_model
+        switched = self.retrying(promote, searchable_models())
+        if verbosity and switched is not None:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Switched searches from {old} to {serving().image_model}: "
+                    f"{switched} product vectors replaced at once."
+                )
+            )
+        elif verbosity:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Searches still use {old}: some products have no vector of "
+                    f"the new model yet (see shop_search_status)."
+                )
+            )
 
     def retrying(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         """Call ``function``; if the database goes away, reconnect and call again."""

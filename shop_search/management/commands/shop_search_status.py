@@ -7,6 +7,7 @@ from django.db.models import Count
 
 from shop_search.encoders import image_model_id
 from shop_search.models import IndexStatus, status_q
+from shop_search.switching import in_transition, serving, transition_progress
 
 from ._common import selected_models
 
@@ -33,13 +34,25 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        current = image_model_id()
-        self.stdout.write(f"Current image model: {current}")
+        current = serving()
+        self.stdout.write(f"Searches use: {current.image_model} / {current.text_model}")
+        switching = in_transition()
+        if switching:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Switching to IMAGE_MODEL {image_model_id()}: run "
+                    f"shop_search_reindex; searches move over when every product "
+                    f"has a new vector."
+                )
+            )
         for model in selected_models(options["model"]):
             manager = model._base_manager
             self.stdout.write(self.style.MIGRATE_HEADING(f"\n{model._meta.label}"))
             total = manager.count()
             self.stdout.write(f"  {'total':<22}{total:>8}")
+            if switching:
+                done, needed = transition_progress(model)
+                self.stdout.write(f"  {'new model vectors':<22}{done:>8} of {needed}")
             for status in IndexStatus:
                 count = manager.filter(status_q(model, status)).count()
                 self.stdout.write(f"  {status.label:<22}{count:>8}")

@@ -1,0 +1,103 @@
+"""Switching IMAGE_MODEL/TEXT_MODEL: searches never mix models and never go dark."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from demo_shop.catalog.models import Product
+from shop_search import search, switching
+from shop_search.indexing import index_objects
+from shop_search.models import IndexState, PendingEmbedding
+from shop_search.signal_handlers import indexing_paused
+from shop_search.testing import build_test_models
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def old_and_new(settings, tmp_path_factory):
+    old = settings.SHOP_SEARCH["IMAGE_MODEL"]
+    new = build_test_models(tmp_path_factory.mktemp("new-models"), seed=1)
+    return old, new
+
+
+def _switch_settings(settings, new):
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "IMAGE_MODEL": new.image,
+        "TEXT_MODEL": new.text,
+    }
+
+
+def test_searches_use_the_old_model_until_every_new_vector_exists(
+    settings, make_product, old_and_new
+):
+    old, new = old_and_new
+    products = [make_product(colour=c) for c in ("red", "green", "blue", "black")]
+    _switch_settings(settings, new)
+    assert switching.in_transition()
+
+    # Still answering, with old-model vectors only, queried by the old text model.
+    page = search.search_text(Product.objects.all(), "rotes Kleid", limit=10)
+    assert len(page) == 4
+    assert {hit.object.search_model for hit in page} == {old}
+
+    # A product saved meanwhile is searchable at once (old model) and gets a
+    # new-model vector on the side.
+    added = make_product(colour="yellow")
+    assert Product.objects.get(pk=added.pk).search_model == old
+    assert PendingEmbedding.objects.filter(object_pk=str(added.pk)).exists()
+
+    # Half the catalog done: no switch yet.
+    index_objects(Product, [products[0].pk, products[1].pk])
+    assert switching.promote([Product]) is None
+    assert switching.serving().image_model == old
+    page = search.search_text(Product.objects.all(), "rotes Kleid", limit=10)
+    assert {hit.object.search_model for hit in page} == {old} and len(page) == 5
+
+    out = StringIO()
+    call_command("shop_search_status", stdout=out)
+    assert "new model vectors" in out.getvalue() and "3 of 5" in out.getvalue()
+
+    # The re-index completes the new vectors and switches in one step.
+    out = StringIO()
+    call_command("shop_search_reindex", stdout=out)
+    assert "Switched searches" in out.getvalue()
+    assert switching.serving() == switching.Serving(new.image, new.text)
+    assert set(Product.objects.values_list("search_model", flat=True)) == {new.image}
+    assert not PendingEmbedding.objects.exists()
+    page = search.search_text(Product.objects.all(), "rotes Kleid", limit=10)
+    assert len(page) == 5 and {h.object.search_model for h in page} == {new.image}
+
+
+def test_the_switched_vectors_are_the_new_models(settings, make_product, old_and_new):
+    _old, new = old_and_new
+    product = make_product()
+    _switch_settings(settings, new)
+    call_command("shop_search_reindex", verbosity=0)
+    stored = Product.objects.get(pk=product.pk).search_embedding
+    with product.image.open("rb") as fh:
+        expected = search.image_vector(fh.read())  # the serving (new) image model
+    assert float(stored @ expected) == pytest.approx(1.0, abs=0.01)
+
+
+def test_switching_back_before_the_end_abandons_the_new_vectors(
+    settings, make_product, old_and_new
+):
+    old, new = old_and_new
+    with indexing_paused():
+        products = [make_product() for _ in range(3)]
+    call_command("shop_search_reindex", verbosity=0)
+    original = dict(settings.SHOP_SEARCH)
+    _switch_settings(settings, new)
+    index_objects(Product, [products[0].pk])  # one pending new vector
+    settings.SHOP_SEARCH = original
+    assert not switching.in_transition()
+    assert switching.promote([Product]) is None
+    assert IndexState.objects.get().image_model == old
+    out = StringIO()
+    call_command("shop_search_reindex", stdout=out)
+    assert "0 pending" in out.getvalue()
