@@ -19,10 +19,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .conf import shop_search_settings
 from .exceptions import ImageError
 
-__all__ = ["load_image", "ALLOWED_FORMATS"]
+__all__ = ["load_image", "letterbox", "ALLOWED_FORMATS", "MAX_ASPECT"]
 
 #: Pillow format names accepted. HEIF/AVIF are added when their plugin is present.
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "MPO", "HEIF", "AVIF"})
+
+# A 10000x1 "image" would make CLIP's processor allocate gigabytes.
+MAX_ASPECT = 10
+
+# Modes Pillow resizes directly (others are converted to RGB first).
+_RESIZABLE = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"})
 
 # Largest side kept before the model's processor sees the image. CLIP looks at
 # 224x224, so decoding a 6000px photo in full only costs memory and time.
@@ -60,6 +66,10 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
             image.load()
             image = _first_frame(image)
             image = _apply_orientation(image)
+            if max_side and image.mode in _RESIZABLE and max(image.size) > max_side:
+                # Shrink before converting: a 36-megapixel greyscale image
+                # would otherwise become a 108 MB RGB copy first.
+                image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
             image = to_rgb(image)
     except ImageError:
         raise
@@ -116,6 +126,12 @@ def _check_header(image: Image.Image) -> None:
     max_pixels = shop_search_settings.MAX_IMAGE_PIXELS
     if width < 1 or height < 1:
         raise ImageError("The image has no pixels.", code="image_corrupt")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(
+            f"The image is {width}x{height}; images longer than {MAX_ASPECT} times "
+            f"their width (or the reverse) are not accepted.",
+            code="image_extreme_aspect",
+        )
     if width * height > max_pixels:
         raise ImageError(
             f"The image is {width}x{height} = {width * height:,} pixels; the limit "
@@ -171,3 +187,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def letterbox(image: Image.Image, max_ratio: float = 2.0) -> Image.Image:
+    """
+    Pad a long image with white to at most ``max_ratio``:1, centred.
+
+    CLIP's processor scales the short side to 224 pixels, so a 10:1 image
+    would become 2240x224 before cropping; padded, the whole product stays in
+    view and the processor's work stays bounded.
+    """
+    width, height = image.size
+    if max(width, height) <= max_ratio * min(width, height):
+        return image
+    if width > height:
+        size = (width, int(width / max_ratio))
+    else:
+        size = (int(height / max_ratio), height)
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    canvas.paste(image, ((size[0] - width) // 2, (size[1] - height) // 2))
+    return canvas

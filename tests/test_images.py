@@ -84,3 +84,15 @@ def test_disallowed_format_is_refused():
     with pytest.raises(ImageError) as info:
         load_image(buffer.getvalue())
     assert info.value.code == "image_unsupported_format"
+
+
+def test_extreme_aspect_ratios_are_refused_and_long_ones_padded():
+    with pytest.raises(ImageError) as info:
+        load_image(png_bytes("red", (5000, 10)))
+    assert info.value.code == "image_extreme_aspect"
+    from shop_search.images import letterbox
+
+    long = load_image(png_bytes("red", (900, 100)))
+    padded = letterbox(long)
+    assert padded.size[0] == 2 * padded.size[1]
+    assert padded.getpixel((padded.size[0] // 2, 1)) == (255, 255, 255)

@@ -95,7 +95,9 @@ class SentenceTransformerEncoder(BaseEncoder):
         return int(dimensions)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._encode(list(images))
+        from ..images import letterbox
+
+        return self._encode([letterbox(image) for image in images])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(list(texts))
