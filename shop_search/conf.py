@@ -28,6 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE": None,
     # Images per forward pass, and products per database chunk when indexing.
     "BATCH_SIZE": 32,
+    # "fp32" (default) or "bf16": bfloat16 autocast, about 3x faster on CPUs
+    # with AVX-512 BF16/AMX; vectors stay within cosine 0.997 of fp32 (see
+    # BENCHMARKS.md). Slower than fp32 on CPUs without bf16 instructions.
+    "PRECISION": "fp32",
     # "sync": encode right after the product's transaction commits, in-process.
     # "celery": send shop_search.tasks.index_products to the shop's Celery app.
     "INDEXING_MODE": "sync",

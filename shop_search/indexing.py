@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,21 +128,39 @@ def index_objects(
     batch_size = batch_size or shop_search_settings.BATCH_SIZE
     total = IndexResult()
     pks = sorted(set(pks))
-    for start in range(0, len(pks), batch_size):
-        result = _index_batch(model, pks[start : start + batch_size], force=force)
-        total += result
-        if progress is not None:
-            progress(result)
+    batches = [pks[i : i + batch_size] for i in range(0, len(pks), batch_size)]
+    # Decoding and resizing the next batch's images runs in a thread while the
+    # model encodes this batch (torch releases the GIL); database work stays
+    # in this thread.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shop_search") as pool:
+        upcoming = _prepare(model, batches[0], force, pool) if batches else None
+        for index in range(len(batches)):
+            current = upcoming
+            if index + 1 < len(batches):
+                upcoming = _prepare(model, batches[index + 1], force, pool)
+            result = _finish(model, current)
+            total += result
+            if progress is not None:
+                progress(result)
     return total
 
 
-def _index_batch(
-    model: type[SearchableProduct], pks: list[Any], *, force: bool
-) -> IndexResult:
-    result = IndexResult()
+@dataclass
+class _Batch:
+    pks: list[Any]
+    rows: list[Any]
+    serving: Any
+    target: Any
+    transition: bool
+    decoded: Future  # -> (to_encode, failures, no_image rows)
+
+
+def _prepare(
+    model: type[SearchableProduct], pks: list[Any], force: bool, pool: Any
+) -> _Batch:
+    """Select the rows of ``pks`` that need work; start decoding their images."""
     image_field = model.search_image_field
-    using = model._base_manager.db
-    current = serving(using)
+    current = serving(model._base_manager.db)
     target = get_image_encoder()
     transition = current.image_model != target.model_id
     settled = status_q(model, IndexStatus.INDEXED) | status_q(
@@ -161,30 +180,46 @@ def _index_batch(
         ),
     ).filter(Q(_needs_row=True) | Q(_needs_pending=True))
     rows = list(rows.only("pk", image_field, *_STATE_FIELDS))
-    result.skipped = len(pks) - len(rows)
+    decoded = pool.submit(_decode, rows, image_field)
+    return _Batch(pks, rows, current, target, transition, decoded)
 
+
+def _decode(rows: list[Any], image_field: str) -> tuple[list, list, list]:
     to_encode: list[tuple[Any, Any]] = []  # (row, image)
     failures: list[tuple[Any, str]] = []  # (row, reason)
+    no_image: list[Any] = []
     for row in rows:
         image_file = getattr(row, image_field)
         if not image_file:
-            if row.search_embedding is not None or row.search_error:
-                _write(model, row, _cleared_values())
-                result.cleared += 1
-            else:
-                result.skipped += 1
+            no_image.append(row)
             continue
         try:
             to_encode.append((row, load_image(image_file)))
         except ImageError as exc:
             failures.append((row, f"{exc.code}: {exc.message}"))
+    return to_encode, failures, no_image
+
+
+def _finish(model: type[SearchableProduct], batch: _Batch) -> IndexResult:
+    """Encode a prepared batch and write its vectors, in one transaction."""
+    result = IndexResult(skipped=len(batch.pks) - len(batch.rows))
+    image_field = model.search_image_field
+    using = model._base_manager.db
+    current, target = batch.serving, batch.target
+    to_encode, failures, no_image = batch.decoded.result()
+    for row in no_image:
+        if row.search_embedding is not None or row.search_error:
+            _write(model, row, _cleared_values())
+            result.cleared += 1
+        else:
+            result.skipped += 1
 
     # The row keeps a vector of the serving model; during a switch the new
     # model's vectors wait in PendingEmbedding (see shop_search.switching).
     for_row = [item for item in to_encode if item[0]._needs_row]
     row_vectors = _encode(current.image_encoder, for_row, failures)
     for_pending = [item for item in to_encode if item[0]._needs_pending]
-    pending_vectors = _encode(target, for_pending, failures) if transition else []
+    pending_vectors = _encode(target, for_pending, failures) if batch.transition else []
     failed = {id(row) for row, _reason in failures}
     now = timezone.now()
     with transaction.atomic(using=using):

@@ -87,3 +87,20 @@ def test_dimensions_are_read_from_config_files_without_loading(settings):
     assert SentenceTransformerEncoder.peek_dimensions(image) == 512
     assert SentenceTransformerEncoder.peek_dimensions(text) == 512
     assert SentenceTransformerEncoder.peek_dimensions("/nowhere/model") is None
+
+
+def test_bf16_vectors_stay_close_to_fp32(settings):
+    images = [Image.new("RGB", (64, 64), c) for c in ("red", "navy", "olive")]
+    fp32 = get_image_encoder().encode_images(images)
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "PRECISION": "bf16"}
+    encoder = get_image_encoder()
+    assert encoder.precision == "bf16"
+    bf16 = encoder.encode_images(images)
+    assert bf16.dtype == np.float32
+    assert (fp32 * bf16).sum(axis=1).min() > 0.99
+
+
+def test_an_unknown_precision_is_a_clear_error(settings):
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "PRECISION": "fp8"}
+    with pytest.raises(ModelLoadError, match="PRECISION"):
+        get_image_encoder()

@@ -42,6 +42,7 @@ def encoder_for(model_name: str) -> BaseEncoder:
                     model_name,
                     device=shop_search_settings.DEVICE,
                     batch_size=shop_search_settings.BATCH_SIZE,
+                    precision=shop_search_settings.PRECISION,
                 )
                 _encoders[model_name] = encoder
     return encoder

@@ -27,11 +27,17 @@ class BaseEncoder:
     """
 
     def __init__(
-        self, model_name: str, *, device: str | None = None, batch_size: int = 32
+        self,
+        model_name: str,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        precision: str = "fp32",
     ) -> None:
         self.model_name = model_name
         self.device = device
         self.batch_size = batch_size
+        self.precision = precision
 
     @property
     def model_id(self) -> str:

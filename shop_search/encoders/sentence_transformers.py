@@ -33,9 +33,20 @@ class SentenceTransformerEncoder(BaseEncoder):
     """
 
     def __init__(
-        self, model_name: str, *, device: str | None = None, batch_size: int = 32
+        self,
+        model_name: str,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(model_name, device=device, batch_size=batch_size)
+        super().__init__(
+            model_name, device=device, batch_size=batch_size, precision=precision
+        )
+        if precision not in ("fp32", "bf16"):
+            raise ModelLoadError(
+                f"SHOP_SEARCH['PRECISION'] is {precision!r}; use 'fp32' or 'bf16'."
+            )
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -109,7 +120,7 @@ class SentenceTransformerEncoder(BaseEncoder):
         if not inputs:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         try:
-            with self._lock:
+            with self._lock, self._precision_context(model):
                 vectors = model.encode(
                     inputs,
                     batch_size=self.batch_size,
@@ -123,6 +134,15 @@ class SentenceTransformerEncoder(BaseEncoder):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _precision_context(self, model: Any) -> Any:
+        import contextlib
+
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(model.device.type, dtype=torch.bfloat16)
 
     @classmethod
     def peek_dimensions(cls, model_name: str) -> int | None:

@@ -75,15 +75,21 @@ class Command(BaseCommand):
             result = IndexResult()
             last = None
             try:
-                while pks := self.retrying(next_chunk, queryset, last, batch_size):
+                # Several batches per call, so that decoding the next batch
+                # overlaps with encoding this one; each batch still commits.
+                chunk_size = batch_size * 8
+                tracker = _Progress(bar)
+                while pks := self.retrying(next_chunk, queryset, last, chunk_size):
                     chunk = self.retrying(
-                        index_objects, model, pks, force=force, batch_size=batch_size
+                        index_objects,
+                        model,
+                        pks,
+                        force=force,
+                        batch_size=batch_size,
+                        progress=tracker.batch_done,
                     )
                     result += chunk
                     last = pks[-1]
-                    if bar is not None:
-                        bar.update(len(pks))
-                        bar.set_postfix(encoded=result.encoded, failed=result.failed)
             except ModelLoadError as exc:
                 raise CommandError(exc.message) from exc
             finally:
@@ -153,6 +159,21 @@ class Command(BaseCommand):
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+
+class _Progress:
+    """Advances the progress bar after every batch, with running counts."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.encoded = self.failed = 0
+
+    def batch_done(self, batch: IndexResult) -> None:
+        self.encoded += batch.encoded
+        self.failed += batch.failed
+        if self.bar is not None:
+            self.bar.update(batch.processed)
+            self.bar.set_postfix(encoded=self.encoded, failed=self.failed)
 
 
 def _progress_bar(total: int, label: str, stdout: Any, verbosity: int) -> Any:
