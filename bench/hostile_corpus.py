@@ -84,8 +84,10 @@ def main() -> None:
             f"| API responses with status 500 | {statuses[500]} |",
             f"| product saves lost | {lost} |",
             f"| products after saving | {dict(states)} |",
-            f"| time through the API / through saves | {api_seconds:.1f} s / {save_seconds:.1f} s |",
-            f"| peak RSS: models loaded / after API run / after saves | {baseline:.0f} / {after_api:.0f} / {after_saves:.0f} MB |",
+            f"| time through the API / through saves | {api_seconds:.1f} s / "
+            f"{save_seconds:.1f} s |",
+            f"| peak RSS: models loaded / after API run / after saves | "
+            f"{baseline:.0f} / {after_api:.0f} / {after_saves:.0f} MB |",
         ]
     )
     sys.stdout.write(report + "\n")
