@@ -88,6 +88,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
+if os.environ.get("SHOP_SEARCH_THROTTLE_OFF"):  # load benchmarks measure the work
+    SHOP_SEARCH["THROTTLE_RATES"] = {}
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Demo shop search API",
     "DESCRIPTION": "Multilingual text, photo and shop-the-look product search "

@@ -52,12 +52,22 @@ DEFAULTS: dict[str, Any] = {
     # Query embeddings kept in memory (per process), so a repeated query is
     # not encoded again.
     "QUERY_CACHE_SIZE": 1024,
+    # Seconds a text-search API response is reused for the same query, filters
+    # and page (0: off). Bounds how long a product change takes to show there.
+    "RESULT_CACHE_SECONDS": 30,
+    # The Django cache (CACHES alias) for those responses.
+    "CACHE_ALIAS": "default",
     "MAX_QUERY_LENGTH": 200,
     # HNSW candidate list size per query (pgvector hnsw.ef_search), and the
     # most tuples an iterative (filtered) scan may visit before shop_search
     # falls back to an exact scan to fill the page.
-    "EF_SEARCH": 100,
+    "EF_SEARCH": 400,
     "MAX_SCAN_TUPLES": 20_000,
+    # When a query's candidates (after the shop's filters) are this few or
+    # fewer, rank them exactly instead of through the HNSW index: full recall
+    # for selective filters, worth it when the filtered columns are indexed
+    # (each query first counts up to this many rows). 0: always the index.
+    "EXACT_SCAN_THRESHOLD": 0,
     # Back-pressure: at most this many query encodings run at once per
     # process; a request waits at most QUERY_QUEUE_TIMEOUT seconds (and at
     # most QUERY_MAX_WAITING requests wait) before the API answers 503.

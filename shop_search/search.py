@@ -286,18 +286,25 @@ def nearest(
     )
     distance = MaxInnerProduct("search_embedding", query)
     window = slice(offset, offset + limit + 1)
-    # ORDER BY "embedding <#> query" is what the HNSW index serves.
-    indexed = candidates.annotate(_distance=distance).order_by("_distance")[window]
-    rows = _run(indexed, queryset.db)
-    exact = False
-    if len(rows) <= limit and candidates.count() > offset + len(rows):
-        # The iterative scan stopped before the page was full (a very
-        # selective filter). Ordering by an expression the index cannot serve
-        # makes PostgreSQL scan the filtered rows exactly.
-        exact_distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
-        ordered = candidates.annotate(_distance=exact_distance).order_by("_distance")
-        rows = list(ordered[window])
+    # Ordering by an expression the index cannot serve makes PostgreSQL scan
+    # the (filtered) rows exactly.
+    exact_distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
+    exact_order = candidates.annotate(_distance=exact_distance).order_by("_distance")
+    threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
+    if threshold and candidates.order_by()[: threshold + 1].count() <= threshold:
+        # Few candidates (a selective filter, a small shop): an exact scan is
+        # cheap and finds the true nearest, where a filtered HNSW scan can miss.
+        rows = list(exact_order[window])
         exact = True
+    else:
+        # ORDER BY "embedding <#> query" is what the HNSW index serves.
+        indexed = candidates.annotate(_distance=distance).order_by("_distance")
+        rows = _run(indexed[window], queryset.db)
+        exact = False
+        if len(rows) <= limit and candidates.count() > offset + len(rows):
+            # The iterative scan stopped before the page was full.
+            rows = list(exact_order[window])
+            exact = True
     has_more = len(rows) > limit
     # halfvec rounding can put a perfect match a hair above 1.
     hits = [Hit(row, min(1.0, -float(row._distance))) for row in rows[:limit]]

@@ -18,6 +18,8 @@ SHOP_SEARCH = {
     "INDEXING_MODE": "sync",
     # Tests that exercise throttling set their own rates.
     "THROTTLE_RATES": {},
+    # Tests see every change at once; test_api turns the cache on itself.
+    "RESULT_CACHE_SECONDS": 0,
 }
 
 # Shared with the subprocesses the fault tests start (they inherit the variable).

@@ -214,3 +214,16 @@ def test_an_index_scan_that_gives_up_is_refilled_exactly(category, settings):
     page = search.nearest(rare, query, limit=10)
     assert page.exact  # the iterative scan stopped early
     assert [h.object.pk for h in page] == _exact_ranking(rare, query)[:10]
+
+
+def test_few_candidates_can_be_ranked_exactly(category, settings):
+    synthetic_products(category, 1000, rare_every=50)  # 20 rare
+    _force_index()
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 100}
+    rare = Product.objects.filter(colour="rare")
+    query = Product.objects.get(sku="S-0-3").search_embedding
+    page = search.nearest(rare, query, limit=10)
+    assert page.exact
+    assert [h.object.pk for h in page] == _exact_ranking(rare, query)[:10]
+    everything = search.nearest(Product.objects.all(), query, limit=10)
+    assert not everything.exact  # over the threshold: the HNSW index

@@ -33,6 +33,7 @@ from ..conf import import_from_setting
 from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from ..filtering import FilterError, apply_filters, filter_params
 from ..uploads import limit_upload_size
+from . import result_cache
 from . import serializers as s
 from .throttling import SearchRateThrottle
 
@@ -204,13 +205,17 @@ class TextSearchView(_SearchView):
         params = s.TextSearchParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        queryset = self.filtered_queryset(request.query_params)
         query = search.normalize_query(data["q"])
-        page = search.search_text(
-            queryset, query, limit=data.get("limit"), offset=data["offset"]
-        )
-        body = self.page_data(page)
-        body["categories"] = self.query_categories(queryset.model, query)
+        key = result_cache.key(request, query)
+        body = result_cache.get(key)
+        if body is None:
+            queryset = self.filtered_queryset(request.query_params)
+            page = search.search_text(
+                queryset, query, limit=data.get("limit"), offset=data["offset"]
+            )
+            body = self.page_data(page)
+            body["categories"] = self.query_categories(queryset.model, query)
+            result_cache.set(key, body)
         return Response(body)
 
     def query_categories(self, model: Any, query: str) -> list[dict[str, Any]]:

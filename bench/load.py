@@ -1,0 +1,170 @@
+"""
+Sustained load: concurrent clients sending text queries to a running server.
+
+Starts `manage.py runserver --noreload` (threaded) on 127.0.0.1 with the
+benchmark database, then runs CLIENTS threads for SECONDS seconds, each
+sending queries from a pool of 60 (so some repeat, as in a shop), and counts
+answers, errors and latency. Run twice: with the default result cache, and
+with every query unique (nothing cached).
+
+    .venv/bin/python bench/load.py --clients 8 --seconds 20
+
+Writes the section "Load" of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+from _setup import ROOT, configure, machine, percentiles, write_section
+
+WORDS = [
+    "red",
+    "blue",
+    "green",
+    "black",
+    "dress",
+    "Kleid",
+    "chaise",
+    "红色",
+    "лампа",
+    "bolso",
+    "mug",
+    "sofa",
+    "hat",
+    "boots",
+    "table",
+    "vase",
+]
+
+
+def run(port: int, clients: int, seconds: float, unique: bool) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+    counter = iter(range(10**9))
+
+    def client(number: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            n = next(counter)
+            words = f"{WORDS[n % 16]} {WORDS[(n * 7 + number) % 16]}"
+            query = f"{words} {n}" if unique else f"{words} {n % 60}"
+            path = "/api/search/?" + urllib.parse.urlencode({"q": query, "limit": 24})
+            t0 = time.perf_counter()
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                body = response.read()
+                ok = response.status == 200 and "results" in json.loads(body)
+            except Exception as exc:  # noqa: BLE001 - counted as an error
+                ok = False
+                body = repr(exc).encode()
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            elapsed = time.perf_counter() - t0
+            with lock:
+                if ok:
+                    latencies.append(elapsed)
+                else:
+                    errors.append(body[:200].decode(errors="replace"))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    p50, p99 = percentiles(latencies) if latencies else (float("nan"),) * 2
+    return {
+        "ok": len(latencies),
+        "errors": len(errors),
+        "qps": len(latencies) / wall,
+        "p50": p50,
+        "p99": p99,
+        "sample_error": errors[:1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    configure(args.size)
+    from django.core.management import call_command
+
+    call_command("demo", "--no-serve", verbosity=0)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM catalog_product")
+        products = cursor.fetchone()[0]
+    env = {**os.environ, "SHOP_SEARCH_THROTTLE_OFF": "1", "DJANGO_DEBUG": "0"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "runserver",
+            "--noreload",
+            f"127.0.0.1:{args.port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=60)
+                conn.request("GET", "/api/search/?q=warm+up")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        cached = run(args.port, args.clients, args.seconds, unique=False)
+        unique = run(args.port, args.clients, args.seconds, unique=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+    lines = [
+        f"Machine: {machine()}. Server: `manage.py runserver --noreload` (one "
+        f"threaded process, DEBUG off), full-size models, {products:,} products, "
+        f"{args.clients} client threads for {args.seconds:.0f} s each run.",
+        "",
+        f"Command: `.venv/bin/python bench/load.py --clients {args.clients} "
+        f"--seconds {args.seconds:.0f}`",
+        "",
+        "| queries | answered/s | errors | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| pool of 60 (result cache on, the default) | {cached['qps']:.1f} | "
+        f"{cached['errors']} | {cached['p50']:.0f} | {cached['p99']:.0f} |",
+        f"| all unique (every query encoded) | {unique['qps']:.1f} | "
+        f"{unique['errors']} | {unique['p50']:.0f} | {unique['p99']:.0f} |",
+    ]
+    for result in (cached, unique):
+        if result["sample_error"]:
+            lines.append(f"\nFirst error: `{result['sample_error'][0]}`")
+    report = "\n".join(lines)
+    sys.stdout.write(report + "\n")
+    if not args.no_write:
+        write_section("Load", report)
+
+
+if __name__ == "__main__":
+    main()

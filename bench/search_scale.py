@@ -1,0 +1,297 @@
+"""
+Search at catalog scale: query latency (HNSW vs exact scan vs NumPy flat),
+recall@10 plain and filtered, index build time and size (halfvec vs vector),
+and end-to-end text queries through the DRF endpoint.
+
+Synthetic clustered unit vectors are written into real product rows (10% of
+them colour "ten", 1% colour "one", for the filtered runs).
+
+    .venv/bin/python bench/search_scale.py --sizes 10000 100000 1000000
+
+Writes the section "Search at scale" of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from _setup import configure, machine, percentiles, write_section
+
+DIMS = 512
+
+
+def load_rows(n: int, seed: int = 0) -> float:
+    """Replace the SCALE- products with ``n`` synthetic ones; returns seconds."""
+    import numpy as np
+    from django.db import connection
+    from pgvector import HalfVector
+    from pgvector.psycopg import register_vector
+
+    from demo_shop.catalog.models import Category
+    from shop_search.models import image_fingerprint
+    from shop_search.switching import serving
+
+    category, _ = Category.objects.get_or_create(name="Scale", slug="scale")
+    model_id = serving().image_model
+    image = "products/synthetic.png"
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(200, DIMS)).astype(np.float32)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM catalog_product WHERE sku LIKE 'SCALE-%%'")
+        cursor.execute("DROP INDEX IF EXISTS catalog_product_emb")
+        cursor.execute(
+            "CREATE TEMP TABLE scale_rows (n integer, emb halfvec(512)) "
+            "ON COMMIT PRESERVE ROWS"
+        )
+        raw = cursor.connection
+        register_vector(raw)
+        with raw.cursor().copy(
+            "COPY scale_rows (n, emb) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int4", "halfvec"])
+            for start in range(0, n, 10_000):
+                size = min(10_000, n - start)
+                block = centres[rng.integers(0, len(centres), size)]
+                block = block + 0.6 * rng.normal(size=(size, DIMS)).astype(np.float32)
+                block /= np.linalg.norm(block, axis=1, keepdims=True)
+                for i, vector in enumerate(block):
+                    copy.write_row((start + i, HalfVector(vector)))
+        cursor.execute(
+            """
+            INSERT INTO catalog_product (sku, name, name_translations, description,
+                price, currency, category_id, colour, image, in_stock, created_at,
+                updated_at, search_embedding, search_model, search_fingerprint,
+                search_error, search_attempts, search_indexed_at)
+            SELECT 'SCALE-' || n, 'Synthetic ' || n, '{}', '', (n %% 500) + 1, 'EUR',
+                   %s, CASE WHEN n %% 100 = 0 THEN 'one'
+                            WHEN n %% 10 = 0 THEN 'ten' ELSE 'common' END,
+                   %s, true, now(), now(), emb, %s, %s, '', 0, now()
+              FROM scale_rows
+            """,
+            [category.pk, image, model_id, image_fingerprint(image)],
+        )
+        cursor.execute("DROP TABLE scale_rows")
+    return time.perf_counter() - started
+
+
+def build_index(
+    opclass: str = "halfvec_ip_ops",
+    table: str = "catalog_product",
+    name: str = "catalog_product_emb",
+    column: str = "search_embedding",
+):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '2GB'")
+        cursor.execute("SET max_parallel_maintenance_workers = 1")
+        started = time.perf_counter()
+        cursor.execute(
+            f"CREATE INDEX {name} ON {table} USING hnsw ({column} {opclass})"
+        )
+        seconds = time.perf_counter() - started
+        cursor.execute("SELECT pg_relation_size(%s)", [name])
+        size = cursor.fetchone()[0]
+        cursor.execute(f"ANALYZE {table}")
+    return seconds, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    configure(args.size)
+
+    import numpy as np
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import override_settings
+
+    from demo_shop.catalog.models import Product
+    from shop_search import search
+
+    override_settings(
+        SHOP_SEARCH={**settings.SHOP_SEARCH, "THROTTLE_RATES": {}}
+    ).enable()
+    call_command("demo", "--no-serve", verbosity=0)
+    rng = np.random.default_rng(1)
+
+    def exact_ids(queryset, vector, k=10):
+        page = search.nearest(queryset, vector, limit=k)  # warm the code path
+        del page
+        from django.db.models import ExpressionWrapper, FloatField
+        from pgvector.django import MaxInnerProduct
+
+        field = Product._meta.get_field("search_embedding")
+        from django.db.models import Value
+        from django.db.models.functions import Cast
+
+        query = Cast(Value(field.get_prep_value(vector)), output_field=field.clone())
+        distance = ExpressionWrapper(
+            MaxInnerProduct("search_embedding", query) * 1.0, output_field=FloatField()
+        )
+        return list(
+            queryset.filter(search_embedding__isnull=False)
+            .annotate(d=distance)
+            .order_by("d")
+            .values_list("pk", flat=True)[:k]
+        )
+
+    from shop_search.conf import shop_search_settings
+
+    ef_search = shop_search_settings.EF_SEARCH
+    lines = [
+        f"Machine: {machine()}. PostgreSQL 18 + pgvector 0.8 (embedded), "
+        f"HNSW m=16, ef_construction=64, ef_search={ef_search}, iterative scan "
+        f"strict_order. {args.queries} queries per cell (filtered and 1M exact: 50).",
+        "",
+        "Command: `.venv/bin/python bench/search_scale.py --sizes "
+        + " ".join(str(s) for s in args.sizes)
+        + "`",
+        "",
+        "| products | load s | HNSW build s | index MB | HNSW p50/p99 ms "
+        "| exact p50/p99 ms | NumPy flat p50 ms | HNSW speed-up | recall@10 "
+        "| recall@10 10% / 1% filter | full pages 10% / 1% |",
+        "|" + " ---: |" * 11,
+    ]
+    e2e_lines = []
+    for n in args.sizes:
+        load_s = load_rows(n)
+        build_s, index_bytes = build_index()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT emb FROM (SELECT search_embedding::text AS emb FROM "
+                "catalog_product WHERE sku LIKE 'SCALE-%%' LIMIT 50) s"
+            )
+        everything = Product.objects.filter(sku__startswith="SCALE-")
+        matrix = (
+            np.stack([v for v in everything.values_list("search_embedding", flat=True)])
+            if n <= 100_000
+            else None
+        )
+        queries = rng.normal(size=(args.queries, DIMS)).astype(np.float32)
+        sample = everything.order_by("?").values_list("search_embedding", flat=True)[
+            : args.queries
+        ]
+        queries = np.stack(list(sample)) + 0.3 * queries / np.sqrt(DIMS)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+        hnsw_t, exact_t, flat_t, recall = [], [], [], []
+        filtered = {"ten": [], "one": []}
+        full_pages = {"ten": 0, "one": 0}
+        for i, q in enumerate(queries):
+            t0 = time.perf_counter()
+            page = search.nearest(everything, q, limit=10)
+            hnsw_t.append(time.perf_counter() - t0)
+            got = [h.object.pk for h in page]
+            if i < 50 or n <= 100_000:
+                t0 = time.perf_counter()
+                truth = exact_ids(everything, q)
+                exact_t.append(time.perf_counter() - t0)
+                recall.append(len(set(got) & set(truth)) / 10)
+            if matrix is not None:
+                t0 = time.perf_counter()
+                scores = matrix @ q
+                np.argpartition(-scores, 10)[:10]
+                flat_t.append(time.perf_counter() - t0)
+            if i < 50:
+                for colour in ("ten", "one"):
+                    subset = everything.filter(colour=colour)
+                    fpage = search.nearest(subset, q, limit=10)
+                    full_pages[colour] += len(fpage) == 10
+                    ftruth = exact_ids(subset, q)
+                    filtered[colour].append(
+                        len({h.object.pk for h in fpage} & set(ftruth)) / 10
+                    )
+        h50, h99 = percentiles(hnsw_t)
+        e50, e99 = percentiles(exact_t)
+        f50 = percentiles(flat_t)[0] if flat_t else float("nan")
+        lines.append(
+            f"| {n:,} | {load_s:.0f} | {build_s:.1f} | {index_bytes / 2**20:.0f} "
+            f"| {h50:.1f} / {h99:.1f} | {e50:.1f} / {e99:.1f} | {f50:.1f} "
+            f"| {e50 / h50:.0f}x | {np.mean(recall):.3f} "
+            f"| {np.mean(filtered['ten']):.3f} / {np.mean(filtered['one']):.3f} "
+            f"| {full_pages['ten']}/50 / {full_pages['one']}/50 |"
+        )
+        sys.stdout.write(lines[-1] + "\n")
+
+        if n == 100_000 or n == max(args.sizes):
+            client = Client()
+            client.get("/api/search/", {"q": "warm up"})
+            words = [
+                "red",
+                "blue",
+                "dress",
+                "Kleid",
+                "chaise",
+                "红色",
+                "лампа",
+                "bolso",
+                "green",
+                "mug",
+                "sofa",
+                "hat",
+            ]
+            cold, warm = [], []
+            for i in range(args.queries):
+                search.query_cache.clear()
+                q = f"{words[i % 12]} {words[(i * 7) % 12]} {i}"
+                t0 = time.perf_counter()
+                assert client.get("/api/search/", {"q": q}).status_code == 200
+                cold.append(time.perf_counter() - t0)
+            for _ in range(args.queries):
+                t0 = time.perf_counter()
+                assert client.get("/api/search/", {"q": "red dress"}).status_code == 200
+                warm.append(time.perf_counter() - t0)
+            c50, c99 = percentiles(cold)
+            w50, w99 = percentiles(warm)
+            e2e_lines = [
+                "",
+                f"Text query end to end through the DRF endpoint at {n:,} products "
+                f"(URL routing, validation, query encoding, SQL, 24 products "
+                f"serialized, category suggestions): encoded query p50 {c50:.1f} ms, "
+                f"p99 {c99:.1f} ms; repeated query (cached vector) p50 {w50:.1f} ms, "
+                f"p99 {w99:.1f} ms.",
+            ]
+
+    # halfvec against vector storage, at the largest size.
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS scale_vector")
+        cursor.execute(
+            "CREATE TABLE scale_vector AS SELECT id, "
+            "search_embedding::vector(512) AS v "
+            "FROM catalog_product WHERE sku LIKE 'SCALE-%%'"
+        )
+        cursor.execute("SELECT pg_total_relation_size('scale_vector')")
+        vector_table = cursor.fetchone()[0]
+    vector_build, vector_index = build_index(
+        "vector_ip_ops", "scale_vector", "scale_vector_hnsw", "v"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE scale_vector")
+    n = max(args.sizes)
+    lines += [
+        "",
+        f"Storage at {n:,} products: HNSW on `halfvec(512)` built in "
+        f"{build_s:.1f} s, {index_bytes / 2**20:.0f} MB; on `vector(512)` built in "
+        f"{vector_build:.1f} s, "
+        f"{vector_index / 2**20:.0f} MB (the vector column alone: "
+        f"{vector_table / 2**20:.0f} MB).",
+        *e2e_lines,
+    ]
+    report = "\n".join(lines)
+    sys.stdout.write(report + "\n")
+    if not args.no_write:
+        write_section("Search at scale", report)
+
+
+if __name__ == "__main__":
+    main()
