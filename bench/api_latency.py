@@ -40,17 +40,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    import os
+
+    os.environ["SHOP_SEARCH_PRECISION"] = args.precision
     configure(args.size)
 
     from django.conf import settings
     from django.core.management import call_command
     from django.test.utils import override_settings
 
-    # Measure the work, not the throttle.
+    # Measure the work: no throttle, and no response cache (every request
+    # searches; "repeated" rows then show the query-vector cache alone).
     override_settings(
-        SHOP_SEARCH={**settings.SHOP_SEARCH, "THROTTLE_RATES": {}}
+        SHOP_SEARCH={
+            **settings.SHOP_SEARCH,
+            "THROTTLE_RATES": {},
+            "RESULT_CACHE_SECONDS": 0,
+        }
     ).enable()
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.test import Client
@@ -115,12 +124,13 @@ def main() -> None:
         ("shop the look (detector + per-item search)", look_runs),
     ]
     lines = [
-        f"Machine: {machine()}. Models: `{args.size}` ({MODELS[args.size]}). "
+        f"Machine: {machine()}. Models: `{args.size}` ({MODELS[args.size]}), "
+        f"precision {args.precision}. Result cache off (every request searches). "
         f"Catalog: {Product.objects.count()} demo products. Set-up (migrate, "
         f"load, index) took {setup:.1f} s.",
         "",
         "Command: `.venv/bin/python bench/api_latency.py --size "
-        f"{args.size} --queries {args.queries}`",
+        f"{args.size} --queries {args.queries} --precision {args.precision}`",
         "",
         "| request | n | p50 ms | p99 ms |",
         "| --- | ---: | ---: | ---: |",
@@ -131,7 +141,9 @@ def main() -> None:
     report = "\n".join(lines)
     sys.stdout.write(report + "\n")
     if not args.no_write:
-        write_section(f"API latency (demo catalog, {args.size} models)", report)
+        write_section(
+            f"API latency (demo catalog, {args.size} models, {args.precision})", report
+        )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,8 @@ def run(port: int, clients: int, seconds: float, unique: bool) -> dict:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while time.monotonic() < stop:
             n = next(counter)
-            words = f"{WORDS[n % 16]} {WORDS[(n * 7 + number) % 16]}"
-            query = f"{words} {n}" if unique else f"{words} {n % 60}"
+            key = n if unique else n % 60
+            query = f"{WORDS[key % 16]} {WORDS[(key * 7) % 16]} {key}"
             path = "/api/search/?" + urllib.parse.urlencode({"q": query, "limit": 24})
             t0 = time.perf_counter()
             try:

@@ -75,6 +75,7 @@ SHOP_SEARCH = {
         "sentence-transformers/clip-ViT-B-32-multilingual-v1",
     ),
     "INDEXING_MODE": os.environ.get("SHOP_SEARCH_INDEXING_MODE", "sync"),
+    "PRECISION": os.environ.get("SHOP_SEARCH_PRECISION", "fp32"),
     "PRODUCT_SERIALIZER": "demo_shop.catalog.serializers.ProductSerializer",
     "FILTERS": {
         "min_price": "price__gte",

@@ -13,6 +13,16 @@ from shop_search.testing import build_test_models
 
 _sku = itertools.count(1)
 
+#: The same request in six languages and scripts.
+QUERIES = [
+    "red dress",
+    "rotes Kleid",
+    "红色连衣裙",
+    "فستان أحمر",
+    "красное платье",
+    "लाल पोशाक",
+]
+
 
 def pytest_configure(config: Any) -> None:
     # Idempotent: a few seconds the first time, instant afterwards.
@@ -37,6 +47,17 @@ def category(db: Any) -> Any:
     return Category.objects.create(
         name="Dresses", slug="dresses", translations={"de": "Kleider"}
     )
+
+
+@pytest.fixture
+def catalog(category: Any) -> tuple[Any, Any]:
+    """Dresses and Shoes, 50 synthetic indexed products each."""
+    from demo_shop.catalog.models import Category
+
+    shoes = Category.objects.create(name="Shoes", slug="shoes")
+    synthetic_products(category, 50, seed=1)
+    synthetic_products(shoes, 50, seed=2)
+    return category, shoes
 
 
 @pytest.fixture

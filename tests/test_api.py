@@ -6,19 +6,11 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 
-from demo_shop.catalog.models import Category, Product
+from demo_shop.catalog.models import Product
 
-from .conftest import png_bytes, synthetic_products
+from .conftest import QUERIES, png_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def catalog(category):
-    shoes = Category.objects.create(name="Shoes", slug="shoes")
-    synthetic_products(category, 60, seed=1)
-    synthetic_products(shoes, 40, seed=2)
-    return category, shoes
 
 
 def _upload(data, name="photo.png"):
@@ -29,14 +21,7 @@ def _upload(data, name="photo.png"):
 
 @pytest.mark.parametrize(
     "query",
-    [
-        "red dress",
-        "rotes Kleid",
-        "红色连衣裙",
-        "فستان أحمر",
-        "красное платье",
-        "लाल पोशाक",
-    ],
+    QUERIES,
 )
 def test_text_search_in_six_languages(client, catalog, query):
     body = client.get("/api/search/", {"q": query, "limit": 5}).json()

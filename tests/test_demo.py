@@ -13,7 +13,7 @@ from demo_shop.catalog.demo_data import generate_catalog
 from demo_shop.catalog.models import Category, Product
 from shop_search.models import IndexStatus
 
-from .conftest import png_bytes
+from .conftest import QUERIES, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,16 +41,6 @@ def test_demo_command_loads_and_indexes_every_product(client):
     assert "0 pending" in out.getvalue()
     page = client.get("/")
     assert page.status_code == 200 and b"products" in page.content
-
-
-QUERIES = [
-    "red dress",
-    "rotes Kleid",
-    "红色连衣裙",
-    "فستان أحمر",
-    "красное платье",
-    "लाल पोशाक",
-]
 
 
 def test_the_demo_answers_every_kind_of_search(client):

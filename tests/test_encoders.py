@@ -15,6 +15,8 @@ from shop_search.encoders import (
 )
 from shop_search.exceptions import ModelLoadError
 
+from .conftest import QUERIES
+
 
 def test_image_vectors_are_normalized_float32():
     vectors = get_image_encoder().encode_images(
@@ -27,14 +29,7 @@ def test_image_vectors_are_normalized_float32():
 
 
 def test_text_queries_in_many_scripts_land_in_the_image_space():
-    queries = [
-        "red dress",
-        "rotes Kleid",
-        "红色连衣裙",
-        "فستان أحمر",
-        "красное платье",
-        "लाल पोशाक",
-    ]
+    queries = QUERIES
     vectors = get_text_encoder().encode_texts(queries)
     assert vectors.shape == (len(queries), get_image_encoder().dimensions)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)

@@ -12,7 +12,7 @@ from shop_search import search
 from shop_search.encoders import get_text_encoder
 from shop_search.exceptions import ImageError
 
-from .conftest import synthetic_products
+from .conftest import QUERIES, synthetic_products
 
 pytestmark = pytest.mark.django_db
 
@@ -103,14 +103,7 @@ def test_similar_products_exclude_the_product(category):
 @pytest.mark.django_db(transaction=True)
 def test_text_queries_in_six_languages_answer(category):
     _drawn_products(category, 6)
-    for query in [
-        "red dress",
-        "rotes Kleid",
-        "红色连衣裙",
-        "فستان أحمر",
-        "красное платье",
-        "लाल पोशाक",
-    ]:
+    for query in QUERIES:
         page = search.search_text(Product.objects.all(), query, limit=3)
         assert len(page) == 3
 

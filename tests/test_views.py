@@ -5,19 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from demo_shop.catalog.models import Category
-
-from .conftest import png_bytes, synthetic_products
+from .conftest import png_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def catalog(category):
-    shoes = Category.objects.create(name="Shoes", slug="shoes")
-    synthetic_products(category, 30, seed=1)
-    synthetic_products(shoes, 30, seed=2)
-    return category, shoes
 
 
 def test_text_search_shows_results_and_category_chips(client, catalog):
