@@ -90,7 +90,26 @@ def _load_serving(using: str) -> Serving:
                 "text_model": shop_search_settings.TEXT_MODEL,
             },
         )
+    target = image_model_id()
+    if state.image_model != target and not _has_vectors(state.image_model, using):
+        # Nothing was ever indexed with the recorded model (say, its download
+        # failed): there is nothing to keep serving, so adopt the settings.
+        IndexState.objects.using(using).filter(pk=state.pk).update(
+            image_model=target, text_model=shop_search_settings.TEXT_MODEL
+        )
+        return Serving(target, shop_search_settings.TEXT_MODEL)
     return Serving(state.image_model, state.text_model)
+
+
+def _has_vectors(image_model: str, using: str) -> bool:
+    from .models import searchable_models
+
+    return any(
+        model._base_manager.using(using)
+        .filter(search_model=image_model, search_embedding__isnull=False)
+        .exists()
+        for model in searchable_models()
+    )
 
 
 def in_transition(using: str = "default") -> bool:

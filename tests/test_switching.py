@@ -101,3 +101,16 @@ def test_switching_back_before_the_end_abandons_the_new_vectors(
     out = StringIO()
     call_command("shop_search_reindex", stdout=out)
     assert "0 pending" in out.getvalue()
+
+
+def test_a_model_that_never_produced_vectors_is_not_kept_serving(
+    settings, make_product, old_and_new
+):
+    _old, new = old_and_new
+    # Say the first configured model could not be downloaded: nothing indexed.
+    IndexState.objects.update_or_create(
+        pk=1, defaults={"image_model": "clip-never-loaded", "text_model": "x"}
+    )
+    assert switching.serving().image_model != "clip-never-loaded"
+    product = make_product()  # indexed with the configured model at once
+    assert Product.objects.get(pk=product.pk).search_embedding is not None
