@@ -33,6 +33,7 @@ __all__ = [
     "category_names",
     "classify",
     "suggest_for_product",
+    "for_query",
     "apply_suggestions",
 ]
 
@@ -129,6 +130,19 @@ def classify(
     probabilities /= probabilities.sum()
     order = np.argsort(-probabilities)
     return [Suggestion(categories[i], float(probabilities[i])) for i in order]
+
+
+def for_query(
+    model: type[SearchableProduct], query: str, *, top: int, current: Any = None
+) -> list[Suggestion]:
+    """The ``top`` categories a (normalised) text query most likely means."""
+    from .search import text_vector
+
+    if not model.search_category_field:
+        return []
+    current = current or serving()
+    vector = text_vector(query, current.text_encoder)
+    return classify(vector, all_categories(model), current.text_encoder)[:top]
 
 
 def all_categories(model: type[SearchableProduct]) -> list[Any]:

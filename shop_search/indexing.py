@@ -11,7 +11,7 @@ reason; it never raises for one bad product.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +30,6 @@ from .switching import in_transition, missing_pending_q, serving, store_pending
 __all__ = [
     "IndexResult",
     "index_objects",
-    "iter_chunks",
     "next_chunk",
     "pending_queryset",
 ]
@@ -94,14 +93,6 @@ def next_chunk(queryset: models.QuerySet, after: Any, size: int) -> list[Any]:
     if after is not None:
         page = page.filter(pk__gt=after)
     return list(page.values_list("pk", flat=True)[:size])
-
-
-def iter_chunks(queryset: models.QuerySet, size: int) -> Iterator[list[Any]]:
-    """Yield lists of primary keys in pk order, ``size`` at a time."""
-    last = None
-    while pks := next_chunk(queryset, last, size):
-        yield pks
-        last = pks[-1]
 
 
 def index_objects(

@@ -344,9 +344,15 @@ def _check_limit(limit: int | None, offset: int) -> int:
 # --- the searches -----------------------------------------------------------------
 
 
-def search_text(queryset: models.QuerySet, query: str, **options: Any) -> Page:
-    """Products whose images match a text query in any supported language."""
-    current = serving(queryset.db)
+def search_text(
+    queryset: models.QuerySet, query: str, *, current: Any = None, **options: Any
+) -> Page:
+    """
+    Products whose images match a text query in any supported language.
+    ``current`` (a :class:`~shop_search.switching.Serving`) saves a lookup
+    when the caller already has it.
+    """
+    current = current or serving(queryset.db)
     vector = text_vector(normalize_query(query), current.text_encoder)
     return nearest(queryset, vector, image_model=current.image_model, **options)
 

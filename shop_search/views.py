@@ -22,6 +22,7 @@ from .api.serializers import image_url
 from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from .filtering import apply_filters
 from .images import load_image
+from .switching import serving
 from .uploads import limit_upload_size
 
 __all__ = ["SearchPageView"]
@@ -57,10 +58,19 @@ class SearchPageView(View):
         try:
             queryset, applied = apply_filters(self.get_queryset(), request.GET)
             query = search.normalize_query(query)
+            current = serving()
             page = search.search_text(
-                queryset, query, offset=form.cleaned_data["offset"] or 0
+                queryset,
+                query,
+                current=current,
+                offset=form.cleaned_data["offset"] or 0,
             )
-            chips = self.category_chips(queryset.model, query)
+            chips = [
+                {"category": x.category, "probability": x.probability}
+                for x in categories.for_query(
+                    queryset.model, query, top=4, current=current
+                )
+            ]
         except ShopSearchError as exc:
             return self.render_error(context, exc)
         context.update(
@@ -123,17 +133,6 @@ class SearchPageView(View):
                 "image": image_url(hit.object, self.request),
             }
             for hit in page
-        ]
-
-    def category_chips(self, model: Any, query: str) -> list[dict[str, Any]]:
-        if not model.search_category_field:
-            return []
-        suggestions = categories.classify(
-            search.text_vector(query), categories.all_categories(model)
-        )
-        return [
-            {"category": x.category, "probability": x.probability}
-            for x in suggestions[:4]
         ]
 
     def render_error(

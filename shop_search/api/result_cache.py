@@ -15,18 +15,16 @@ from typing import Any
 from django.core.cache import caches
 
 from ..conf import shop_search_settings
-from ..switching import serving
 
 __all__ = ["key", "get", "set"]
 
 
-def key(request: Any, query: str) -> str | None:
+def key(request: Any, query: str, current: Any) -> str | None:
     if not shop_search_settings.RESULT_CACHE_SECONDS:
         return None
     params = sorted(
         (name, value) for name, value in request.query_params.lists() if name != "q"
     )
-    current = serving()
     raw = repr(
         (
             request.get_host(),

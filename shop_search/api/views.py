@@ -32,6 +32,7 @@ from .. import search
 from ..conf import import_from_setting
 from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from ..filtering import FilterError, apply_filters, filter_params
+from ..switching import serving
 from ..uploads import limit_upload_size
 from . import result_cache
 from . import serializers as s
@@ -206,26 +207,28 @@ class TextSearchView(_SearchView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         query = search.normalize_query(data["q"])
-        key = result_cache.key(request, query)
+        current = serving()
+        key = result_cache.key(request, query, current)
         body = result_cache.get(key)
         if body is None:
             queryset = self.filtered_queryset(request.query_params)
             page = search.search_text(
-                queryset, query, limit=data.get("limit"), offset=data["offset"]
+                queryset,
+                query,
+                current=current,
+                limit=data.get("limit"),
+                offset=data["offset"],
             )
             body = self.page_data(page)
-            body["categories"] = self.query_categories(queryset.model, query)
+            # The categories the query most likely means ("search in Dresses").
+            body["categories"] = [
+                _category_data(x)
+                for x in categories_module.for_query(
+                    queryset.model, query, top=3, current=current
+                )
+            ]
             result_cache.set(key, body)
         return Response(body)
-
-    def query_categories(self, model: Any, query: str) -> list[dict[str, Any]]:
-        """The categories the query most likely means ("search in Dresses")."""
-        if not model.search_category_field:
-            return []
-        suggestions = categories_module.classify(
-            search.text_vector(query), categories_module.all_categories(model)
-        )
-        return [_category_data(x) for x in suggestions[:3]]
 
 
 class ImageSearchView(_SearchView):
