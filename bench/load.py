@@ -114,6 +114,9 @@ def main() -> None:
         cursor.execute("SELECT count(*) FROM catalog_product")
         products = cursor.fetchone()[0]
     env = {**os.environ, "SHOP_SEARCH_THROTTLE_OFF": "1", "DJANGO_DEBUG": "0"}
+    log_path = ROOT / ".bench-media" / "load-server.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log = log_path.open("wb")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -124,8 +127,10 @@ def main() -> None:
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # runserver logs every request; a pipe nobody reads fills up after a
+        # few hundred requests and then blocks the server, so log to a file.
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 120
@@ -142,6 +147,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
+        log.close()
     lines = [
         f"Machine: {machine()}. Server: `manage.py runserver --noreload` (one "
         f"threaded process, DEBUG off), full-size models, {products:,} products, "
