@@ -12,6 +12,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.db.models import prefetch_related_objects
 from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import (
@@ -135,9 +136,13 @@ class _SearchView(APIView):
     def serialize_hits(self, page: search.Page) -> list[dict[str, Any]]:
         serializer_class = import_from_setting("PRODUCT_SERIALIZER")
         context = {"request": self.request, "view": self}
-        products = serializer_class(
-            [hit.object for hit in page], many=True, context=context
-        ).data
+        objects = [hit.object for hit in page]
+        # Related objects the serializer shows (a category name, say), fetched
+        # in one query per relation instead of one per product.
+        lookups = getattr(serializer_class, "prefetch_related", ())
+        if lookups and objects:
+            prefetch_related_objects(objects, *lookups)
+        products = serializer_class(objects, many=True, context=context).data
         return [
             {"score": round(hit.score, 6), "product": product}
             for hit, product in zip(page, products, strict=True)
