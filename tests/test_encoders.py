@@ -95,6 +95,24 @@ def test_bf16_vectors_stay_close_to_fp32(settings):
     assert (fp32 * bf16).sum(axis=1).min() > 0.99
 
 
+def test_int8_vectors_stay_close_to_fp32(settings):
+    images = [Image.new("RGB", (64, 64), c) for c in ("red", "navy", "olive")]
+    texts = ["red dress", "rotes Kleid", "лампа"]
+    fp32_images = get_image_encoder().encode_images(images)
+    fp32_texts = get_text_encoder().encode_texts(texts)
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "PRECISION": "int8"}
+    image_encoder, text_encoder = get_image_encoder(), get_text_encoder()
+    assert (image_encoder.precision, text_encoder.precision) == ("int8", "int8")
+    int8_images = image_encoder.encode_images(images)
+    int8_texts = text_encoder.encode_texts(texts)
+    assert int8_texts.dtype == np.float32
+    assert (fp32_images * int8_images).sum(axis=1).min() > 0.99
+    assert (fp32_texts * int8_texts).sum(axis=1).min() > 0.99
+    # The weights really are int8 now (a quarter of the memory to read).
+    linear = [m for m in text_encoder.model.modules() if type(m).__name__ == "Linear"]
+    assert linear and all("quantized" in type(m).__module__ for m in linear)
+
+
 def test_an_unknown_precision_is_a_clear_error(settings):
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "PRECISION": "fp8"}
     with pytest.raises(ModelLoadError, match="PRECISION"):

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["SentenceTransformerEncoder"]
+__all__ = ["SentenceTransformerEncoder", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "bf16", "int8")
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +45,10 @@ class SentenceTransformerEncoder(BaseEncoder):
         super().__init__(
             model_name, device=device, batch_size=batch_size, precision=precision
         )
-        if precision not in ("fp32", "bf16"):
+        if precision not in PRECISIONS:
             raise ModelLoadError(
-                f"SHOP_SEARCH['PRECISION'] is {precision!r}; use 'fp32' or 'bf16'."
+                f"SHOP_SEARCH['PRECISION'] is {precision!r}; use 'fp32', 'bf16' "
+                "or 'int8'."
             )
         self._model: Any = None
         self._lock = threading.Lock()
@@ -72,6 +75,8 @@ class SentenceTransformerEncoder(BaseEncoder):
         except Exception as exc:  # noqa: BLE001 - every cause gets the same advice
             raise ModelLoadError(self._load_advice(exc)) from exc
         model.eval()
+        if self.precision == "int8":
+            model = _quantize_int8(model, self.model_name)
         return model
 
     def _load_advice(self, exc: Exception) -> str:
@@ -164,6 +169,36 @@ class SentenceTransformerEncoder(BaseEncoder):
                 if isinstance(config.get(key), int):
                     return config[key]
         return None
+
+
+def _quantize_int8(model: Any, model_name: str) -> Any:
+    """
+    Dynamic int8 quantization of the model's linear layers (weights stored as
+    int8, activations quantized per call): a quarter of the weight memory to
+    read per query, which is what bounds a short text query on a CPU.
+    """
+    import warnings
+
+    import torch
+
+    if model.device.type != "cpu":
+        raise ModelLoadError(
+            f"PRECISION 'int8' runs on the CPU only; {model_name!r} is on "
+            f"{model.device}. Use 'bf16' or 'fp32' on a GPU."
+        )
+    quantize = getattr(
+        getattr(torch.ao, "quantization", None), "quantize_dynamic", None
+    )
+    if quantize is None:
+        raise ModelLoadError(
+            f"PRECISION 'int8' needs torch.ao.quantization.quantize_dynamic, which "
+            f"torch {torch.__version__} does not have. Use 'fp32' or 'bf16'."
+        )
+    with warnings.catch_warnings():
+        # torch marks eager-mode quantization deprecated in favour of torchao;
+        # it still works, and is checked against fp32 by the tests.
+        warnings.simplefilter("ignore")
+        return quantize(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _local_folder(model_name: str) -> Path | None:
