@@ -150,6 +150,60 @@ def test_saturated_encoders_answer_503_with_retry_after(client, settings, catego
     )
 
 
+def test_queries_waiting_for_a_busy_encoder_are_encoded_together(settings):
+    import threading
+    import time
+
+    import numpy as np
+
+    from shop_search.encoders import get_text_encoder
+    from shop_search.search import encoder_gate, query_cache
+
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "QUERY_CONCURRENCY": 1}
+    encoder = get_text_encoder()
+    texts = ["rotes Kleid", "blue lamp", "chaise longue en cuir"]
+    alone = {text: encoder.encode_texts([text])[0] for text in texts}
+    query_cache.clear()
+    calls: list[list[str]] = []
+    real = encoder.encode_texts
+
+    def recording(batch):
+        calls.append(list(batch))
+        return real(batch)
+
+    encoder.encode_texts = recording
+    release = threading.Event()
+    results: dict[str, np.ndarray] = {}
+
+    def hold() -> None:
+        with encoder_gate:
+            release.wait(5)
+
+    def ask(text: str) -> None:
+        results[text] = encoder_gate.encode_text(encoder, text)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    askers = [threading.Thread(target=ask, args=(text,)) for text in texts]
+    try:
+        while encoder_gate.running < 1:
+            time.sleep(0.01)
+        for asker in askers:
+            asker.start()
+        deadline = time.monotonic() + 5
+        while encoder_gate.waiting < len(texts) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        release.set()
+        holder.join()
+        for asker in askers:
+            asker.join()
+        del encoder.encode_texts
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(texts)
+    for text in texts:  # each query gets its own vector, as if encoded alone
+        assert float(results[text] @ alone[text]) > 0.999
+
+
 @pytest.mark.django_db
 def test_malformed_multipart_is_400(client, category):
     response = client.generic(
