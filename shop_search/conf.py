@@ -28,9 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE": None,
     # Images per forward pass, and products per database chunk when indexing.
     "BATCH_SIZE": 32,
-    # "fp32" (default) or "bf16": bfloat16 autocast, about 3x faster on CPUs
-    # with AVX-512 BF16/AMX; vectors stay within cosine 0.997 of fp32 (see
-    # BENCHMARKS.md). Slower than fp32 on CPUs without bf16 instructions.
+    # "fp32" (default), "bf16" or "int8" (see BENCHMARKS.md for speed and how
+    # close the vectors stay to fp32). "bf16": bfloat16 autocast, about 2-3x
+    # faster on CPUs with AVX-512 BF16/AMX and on GPUs, many times slower on
+    # CPUs without bf16 instructions. "int8": dynamic int8 quantization of the
+    # linear layers, CPU only, faster on any x86 CPU (text queries most).
     "PRECISION": "fp32",
     # "sync": encode right after the product's transaction commits, in-process.
     # "celery": send shop_search.tasks.index_products to the shop's Celery app.
