@@ -349,7 +349,7 @@ def nearest(
     candidates = queryset.filter(
         search_embedding__isnull=False,
         search_model=image_model or serving(queryset.db).image_model,
-    )
+    ).defer("search_embedding")  # 512 numbers a row that results do not show
     distance = MaxInnerProduct("search_embedding", query)
     window = slice(offset, offset + limit + 1)
     # Ordering by an expression the index cannot serve makes PostgreSQL scan
