@@ -65,11 +65,13 @@ DEFAULTS: dict[str, Any] = {
     # falls back to an exact scan to fill the page.
     "EF_SEARCH": 400,
     "MAX_SCAN_TUPLES": 20_000,
-    # When a query's candidates (after the shop's filters) are this few or
-    # fewer, rank them exactly instead of through the HNSW index: full recall
-    # for selective filters, worth it when the filtered columns are indexed
-    # (each query first counts up to this many rows). 0: always the index.
-    "EXACT_SCAN_THRESHOLD": 0,
+    # When PostgreSQL estimates a query's candidates (after the shop's
+    # filters) at this many rows or fewer, rank them exactly instead of
+    # through the HNSW index: full recall for selective filters and small
+    # catalogs, at about the cost of a filtered index scan, which may visit
+    # MAX_SCAN_TUPLES rows anyway. Index the columns your filters use, so the
+    # estimate is close and the rows are found fast. 0: always the index.
+    "EXACT_SCAN_THRESHOLD": 20_000,
     # Back-pressure: at most this many query encodings run at once per
     # process; a request waits at most QUERY_QUEUE_TIMEOUT seconds (and at
     # most QUERY_MAX_WAITING requests wait) before the API answers 503.

@@ -12,6 +12,7 @@ scan. Only vectors made by the current ``IMAGE_MODEL`` are compared.
 
 from __future__ import annotations
 
+import json
 import threading
 import unicodedata
 from collections import OrderedDict
@@ -357,9 +358,10 @@ def nearest(
     exact_distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
     exact_order = candidates.annotate(_distance=exact_distance).order_by("_distance")
     threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
-    if threshold and candidates.order_by()[: threshold + 1].count() <= threshold:
+    if threshold and estimated_rows(candidates) <= threshold:
         # Few candidates (a selective filter, a small shop): an exact scan is
-        # cheap and finds the true nearest, where a filtered HNSW scan can miss.
+        # cheap and finds the true nearest, where a filtered HNSW scan can miss
+        # some (it follows the graph of all products).
         rows = list(exact_order[window])
         exact = True
     else:
@@ -379,6 +381,17 @@ def nearest(
         has_more = has_more and len(kept) == len(hits)
         hits = kept
     return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
+
+
+def estimated_rows(queryset: models.QuerySet) -> int:
+    """
+    PostgreSQL's estimate of the rows ``queryset`` matches: planning only, no
+    rows read, so it costs well under a millisecond at any catalog size. It is
+    close for filters on columns with statistics (``ANALYZE``, which autovacuum
+    runs); index the columns your filters use.
+    """
+    plan = json.loads(queryset.order_by().values("pk").explain(format="json"))
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _run(queryset: models.QuerySet, using: str) -> list[Any]:

@@ -171,8 +171,9 @@ def _force_index(cursor_sql="SET enable_seqscan = off"):
         cursor.execute(cursor_sql)
 
 
-def test_hnsw_iterative_scan_serves_filtered_pages(category):
+def test_hnsw_iterative_scan_serves_filtered_pages(category, settings):
     synthetic_products(category, 3000, rare_every=30)  # 100 rare: 3.3%
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 0}
     _force_index()  # small tables would otherwise be scanned exactly
     rare = Product.objects.filter(colour="rare")
     query = Product.objects.get(sku="S-0-11").search_embedding
@@ -201,6 +202,7 @@ def test_an_index_scan_that_gives_up_is_refilled_exactly(category, settings):
         **settings.SHOP_SEARCH,
         "MAX_SCAN_TUPLES": 50,
         "EF_SEARCH": 10,
+        "EXACT_SCAN_THRESHOLD": 0,
     }
     rare = Product.objects.filter(colour="rare")
     query = Product.objects.get(sku="S-0-5").search_embedding
@@ -211,6 +213,7 @@ def test_an_index_scan_that_gives_up_is_refilled_exactly(category, settings):
 
 def test_few_candidates_can_be_ranked_exactly(category, settings):
     synthetic_products(category, 1000, rare_every=50)  # 20 rare
+    _force_index("ANALYZE catalog_product")  # the statistics autovacuum keeps
     _force_index()
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 100}
     rare = Product.objects.filter(colour="rare")
