@@ -32,17 +32,40 @@ def machine() -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            if flags and cpu:
                 break
     except OSError:
         pass
+    # What decides whether bf16 and int8 pay off on a CPU.
+    known = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"]
+    present = [flag for flag in known if flag in flags]
+    if flags:
+        cpu += ", " + (" ".join(present) or "no AVX2")
+        if "avx512f" not in flags:
+            cpu += ", no AVX-512"
     return (
         f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
     )
+
+
+def drop_synthetic() -> int:
+    """Delete the SCALE- rows search_scale.py leaves behind; returns how many."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM catalog_product WHERE sku LIKE 'SCALE-%%'")
+        deleted = cursor.rowcount
+        if deleted:
+            cursor.execute("VACUUM ANALYZE catalog_product")
+    return deleted
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

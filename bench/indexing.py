@@ -48,8 +48,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--products", type=int, default=200)
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16", "int8"],
+        default=["fp32", "bf16", "int8"],
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if "fp32" not in args.precisions:  # the others are compared with it
+        args.precisions.insert(0, "fp32")
     paths = configure(args.size)
 
     import numpy as np
@@ -111,7 +119,7 @@ def main() -> None:
         )
     ]
     vectors = {}
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         with override_settings(
             SHOP_SEARCH={**settings.SHOP_SEARCH, "PRECISION": precision}
         ):
@@ -132,26 +140,37 @@ def main() -> None:
                     "",
                 )
             )
-    cosines = np.array([float(vectors["fp32"][pk] @ vectors["bf16"][pk]) for pk in pks])
+    cosines = {
+        precision: np.array(
+            [float(vectors["fp32"][pk] @ vectors[precision][pk]) for pk in pks]
+        )
+        for precision in args.precisions
+        if precision != "fp32"
+    }
     agreement = np.array([float(vectors["fp32"][pk] @ tutorial[pk]) for pk in pks])
 
     lines = [
         f"Machine: {machine()}. {len(products)} products, 1200x1200 JPEG photos, "
         f"models `{args.size}`.",
         "",
-        f"Command: `.venv/bin/python bench/indexing.py --products {args.products}`",
+        f"Command: `.venv/bin/python bench/indexing.py --products {args.products} "
+        f"--precisions {' '.join(args.precisions)}`",
         "",
         "| pipeline | images/s | vs tutorial |",
         "| --- | ---: | ---: |",
     ]
     for name, rate, _ in rows:
         lines.append(f"| {name} | {rate:.1f} | {rate / tutorial_rate:.2f}x |")
+    close = "; ".join(
+        f"{precision} vs fp32 min cosine {c.min():.4f}, mean {c.mean():.4f}"
+        for precision, c in cosines.items()
+    )
     lines += [
         "",
-        f"bf16 vs fp32 vectors (stored as halfvec): min cosine {cosines.min():.4f}, "
-        f"mean {cosines.mean():.4f}. shop_search fp32 vs the tutorial's vectors: "
-        f"min cosine {agreement.min():.4f} (same model; shop_search shrinks photos "
-        f"to 768 px before CLIP's own resize, and pads long images).",
+        f"Vectors as stored (halfvec): {close or 'fp32 only'}. shop_search fp32 vs "
+        f"the tutorial's vectors: min cosine {agreement.min():.4f} (same model; "
+        f"shop_search shrinks photos to 768 px before CLIP's own resize, and pads "
+        f"long images).",
     ]
     report = "\n".join(lines)
     sys.stdout.write(report + "\n")

@@ -4,10 +4,11 @@ Sustained load: concurrent clients sending text queries to a running server.
 Starts `manage.py runserver --noreload` (threaded) on 127.0.0.1 with the
 benchmark database, then runs CLIENTS threads for SECONDS seconds, each
 sending queries from a pool of 60 (so some repeat, as in a shop), and counts
-answers, errors and latency. Run twice: with the default result cache, and
-with every query unique (nothing cached).
+answers, errors and latency. Runs twice per precision: with the default
+result cache, and with every query unique (nothing cached). The catalog is the
+demo's plus ``--catalog`` synthetic products (see search_scale.py).
 
-    .venv/bin/python bench/load.py --clients 8 --seconds 20
+    .venv/bin/python bench/load.py --clients 8 --seconds 20 --catalog 100000
 
 Writes the section "Load" of BENCHMARKS.md.
 """
@@ -102,6 +103,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    parser.add_argument("--catalog", type=int, default=100_000)
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16", "int8"],
+        default=["fp32", "int8"],
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     configure(args.size)
@@ -109,11 +117,60 @@ def main() -> None:
 
     call_command("demo", "--no-serve", verbosity=0)
     from django.db import connection
+    from search_scale import build_index, load_rows
 
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM catalog_product WHERE sku LIKE 'SCALE-%%'")
+        synthetic = cursor.fetchone()[0]
+    if synthetic != args.catalog:
+        load_rows(args.catalog)
+        build_index()
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM catalog_product")
         products = cursor.fetchone()[0]
-    env = {**os.environ, "SHOP_SEARCH_THROTTLE_OFF": "1", "DJANGO_DEBUG": "0"}
+    results = {
+        precision: serve_and_load(args, precision) for precision in args.precisions
+    }
+    lines = [
+        f"Machine: {machine()}. Server: `manage.py runserver --noreload` (one "
+        f"threaded process, DEBUG off), full-size models, {products:,} products "
+        f"(the demo's and {args.catalog:,} synthetic), {args.clients} client "
+        f"threads for {args.seconds:.0f} s each run.",
+        "",
+        f"Command: `.venv/bin/python bench/load.py --clients {args.clients} "
+        f"--seconds {args.seconds:.0f} --catalog {args.catalog} "
+        f"--precisions {' '.join(args.precisions)}`",
+        "",
+        "| precision | queries | answered/s | errors | p50 ms | p99 ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    errors = []
+    for precision, (cached, unique) in results.items():
+        lines += [
+            f"| {precision} | pool of 60 (result cache on, the default) | "
+            f"{cached['qps']:.1f} | {cached['errors']} | {cached['p50']:.0f} | "
+            f"{cached['p99']:.0f} |",
+            f"| {precision} | all unique (every query encoded) | "
+            f"{unique['qps']:.1f} | {unique['errors']} | {unique['p50']:.0f} | "
+            f"{unique['p99']:.0f} |",
+        ]
+        errors += [e for r in (cached, unique) for e in r["sample_error"]]
+    if errors:
+        lines.append(f"\nFirst error: `{errors[0]}`")
+    report = "\n".join(lines)
+    sys.stdout.write(report + "\n")
+    if not args.no_write:
+        write_section("Load", report)
+
+
+def serve_and_load(args: argparse.Namespace, precision: str) -> tuple[dict, dict]:
+    """Start a server with ``precision``; the cached run, then the unique one."""
+    env = {
+        **os.environ,
+        "SHOP_SEARCH_THROTTLE_OFF": "1",
+        "DJANGO_DEBUG": "0",
+        "SHOP_SEARCH_PRECISION": precision,
+    }
     log_path = ROOT / ".bench-media" / "load-server.log"
     log_path.parent.mkdir(exist_ok=True)
     log = log_path.open("wb")
@@ -148,28 +205,7 @@ def main() -> None:
         server.terminate()
         server.wait(10)
         log.close()
-    lines = [
-        f"Machine: {machine()}. Server: `manage.py runserver --noreload` (one "
-        f"threaded process, DEBUG off), full-size models, {products:,} products, "
-        f"{args.clients} client threads for {args.seconds:.0f} s each run.",
-        "",
-        f"Command: `.venv/bin/python bench/load.py --clients {args.clients} "
-        f"--seconds {args.seconds:.0f}`",
-        "",
-        "| queries | answered/s | errors | p50 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        f"| pool of 60 (result cache on, the default) | {cached['qps']:.1f} | "
-        f"{cached['errors']} | {cached['p50']:.0f} | {cached['p99']:.0f} |",
-        f"| all unique (every query encoded) | {unique['qps']:.1f} | "
-        f"{unique['errors']} | {unique['p50']:.0f} | {unique['p99']:.0f} |",
-    ]
-    for result in (cached, unique):
-        if result["sample_error"]:
-            lines.append(f"\nFirst error: `{result['sample_error'][0]}`")
-    report = "\n".join(lines)
-    sys.stdout.write(report + "\n")
-    if not args.no_write:
-        write_section("Load", report)
+    return cached, unique
 
 
 if __name__ == "__main__":

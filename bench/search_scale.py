@@ -102,11 +102,69 @@ def build_index(
     return seconds, size
 
 
+WORDS = [
+    "red",
+    "blue",
+    "dress",
+    "Kleid",
+    "chaise",
+    "红色",
+    "лампа",
+    "bolso",
+    "green",
+    "mug",
+    "sofa",
+    "hat",
+]
+
+
+def end_to_end(n: int, precision: str, queries: int) -> str:
+    """Text queries through the DRF endpoint: new ones, then a repeated one."""
+    from django.core.cache import caches
+    from django.test import Client
+
+    from shop_search import search
+    from shop_search.conf import shop_search_settings
+
+    # New queries must not be answered by an earlier run's response cache.
+    caches[shop_search_settings.CACHE_ALIAS].clear()
+    client = Client()
+    assert client.get("/api/search/", {"q": "warm up"}).status_code == 200
+    cold, warm = [], []
+    for i in range(queries):
+        search.query_cache.clear()
+        q = f"{WORDS[i % 12]} {WORDS[(i * 7) % 12]} {i}"
+        t0 = time.perf_counter()
+        assert client.get("/api/search/", {"q": q}).status_code == 200
+        cold.append(time.perf_counter() - t0)
+    for _ in range(queries):
+        t0 = time.perf_counter()
+        assert client.get("/api/search/", {"q": "red dress"}).status_code == 200
+        warm.append(time.perf_counter() - t0)
+    c50, c99 = percentiles(cold)
+    w50, w99 = percentiles(warm)
+    return (
+        f"\nText query end to end through the DRF endpoint at {n:,} products, "
+        f"query encoder {precision} (URL routing, validation, query encoding, SQL, "
+        f"24 products serialized, category suggestions): new query p50 "
+        f"{c50:.1f} ms, p99 {c99:.1f} ms; repeated query (answered from the 30 s "
+        f"response cache, `RESULT_CACHE_SECONDS`) p50 {w50:.1f} ms, p99 "
+        f"{w99:.1f} ms."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16", "int8"],
+        default=["fp32", "int8"],
+        help="query-encoder precisions for the end-to-end API figures",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     configure(args.size)
@@ -115,7 +173,6 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
-    from django.test import Client
     from django.test.utils import override_settings
 
     from demo_shop.catalog.models import Product
@@ -158,6 +215,8 @@ def main() -> None:
         "",
         "Command: `.venv/bin/python bench/search_scale.py --sizes "
         + " ".join(str(s) for s in args.sizes)
+        + " --precisions "
+        + " ".join(args.precisions)
         + "`",
         "",
         "| products | load s | HNSW build s | index MB | HNSW p50/p99 ms "
@@ -242,43 +301,11 @@ def main() -> None:
         )
 
         if n == 100_000 or n == max(args.sizes):
-            client = Client()
-            client.get("/api/search/", {"q": "warm up"})
-            words = [
-                "red",
-                "blue",
-                "dress",
-                "Kleid",
-                "chaise",
-                "红色",
-                "лампа",
-                "bolso",
-                "green",
-                "mug",
-                "sofa",
-                "hat",
-            ]
-            cold, warm = [], []
-            for i in range(args.queries):
-                search.query_cache.clear()
-                q = f"{words[i % 12]} {words[(i * 7) % 12]} {i}"
-                t0 = time.perf_counter()
-                assert client.get("/api/search/", {"q": q}).status_code == 200
-                cold.append(time.perf_counter() - t0)
-            for _ in range(args.queries):
-                t0 = time.perf_counter()
-                assert client.get("/api/search/", {"q": "red dress"}).status_code == 200
-                warm.append(time.perf_counter() - t0)
-            c50, c99 = percentiles(cold)
-            w50, w99 = percentiles(warm)
-            e2e_lines += [
-                "",
-                f"Text query end to end through the DRF endpoint at {n:,} products "
-                f"(URL routing, validation, query encoding, SQL, 24 products "
-                f"serialized, category suggestions): encoded query p50 {c50:.1f} ms, "
-                f"p99 {c99:.1f} ms; repeated query (answered from the 30 s response "
-                f"cache, `RESULT_CACHE_SECONDS`) p50 {w50:.1f} ms, p99 {w99:.1f} ms.",
-            ]
+            for precision in args.precisions:
+                with override_settings(
+                    SHOP_SEARCH={**settings.SHOP_SEARCH, "PRECISION": precision}
+                ):
+                    e2e_lines.append(end_to_end(n, precision, args.queries))
 
     # halfvec against vector storage, on (up to) 100k of the rows: at 1M the
     # vector graph outgrows 2 GB of maintenance_work_mem and takes very long.

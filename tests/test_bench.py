@@ -42,7 +42,20 @@ def _free_port() -> int:
         ("api_latency.py", ["--queries", "4"], "| text query, encoded"),
         ("search_scale.py", ["--sizes", "300", "--queries", "4"], "| 300 |"),
         ("hostile_corpus.py", [], "| API responses with status 500 | 0 |"),
-        ("load.py", ["--clients", "2", "--seconds", "2"], "| pool of 60"),
+        (
+            "load.py",
+            [
+                "--clients",
+                "2",
+                "--seconds",
+                "2",
+                "--catalog",
+                "300",
+                "--precisions",
+                "int8",
+            ],
+            "| int8 | pool of 60",
+        ),
     ],
 )
 def test_benchmark_script_runs(bench_env, script, args, expect):
