@@ -200,12 +200,13 @@ query_cache = _LRU()
 class _Job:
     """A text query waiting to be encoded, alone or batched with others."""
 
-    __slots__ = ("encoder", "text", "vector", "error", "done")
+    __slots__ = ("encoder", "text", "vector", "error", "taken", "done")
 
     def __init__(self, encoder: Any, text: str) -> None:
         self.encoder, self.text = encoder, text
         self.vector: np.ndarray | None = None
         self.error: BaseException | None = None
+        self.taken = False  # into another request's batch
         self.done = False
 
 
@@ -227,7 +228,7 @@ class _EncoderGate:
         self.running = self.waiting = 0
 
     def _acquire(self, job: _Job | None = None) -> bool:
-        """Take a slot (True), or see ``job`` done by another's batch (False).
+        """Take a slot (True), or see ``job`` done in another's batch (False).
         Called with the lock held."""
         limit = max(1, int(shop_search_settings.QUERY_CONCURRENCY))
         timeout = float(shop_search_settings.QUERY_QUEUE_TIMEOUT)
@@ -238,12 +239,15 @@ class _EncoderGate:
         self.waiting += 1
         try:
             ready = self._lock.wait_for(
-                lambda: self.running < limit or (job is not None and job.done),
+                lambda: self.running < limit or (job is not None and job.taken),
                 timeout,
             )
         finally:
             self.waiting -= 1
-        if job is not None and job.done:
+        if job is not None and job.taken:
+            # Being encoded in another request's batch: wait for that, even
+            # past the timeout, since its vector is moments away.
+            self._lock.wait_for(lambda: job.done)
             return False
         if not ready:
             raise SearchBusy("Search is busy; try again shortly.")
@@ -270,7 +274,7 @@ class _EncoderGate:
             try:
                 leading = self._acquire(job)
             finally:
-                if not job.done:
+                if not job.taken:
                     self._queue.remove(job)
             if leading:
                 # This request encodes its query and the others waiting for
@@ -279,6 +283,7 @@ class _EncoderGate:
                 batch = [job] + [j for j in self._queue if j.encoder is encoder]
                 batch = batch[:size]
                 for other in batch[1:]:
+                    other.taken = True
                     self._queue.remove(other)
         if leading:
             try:

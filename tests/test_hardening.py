@@ -204,6 +204,65 @@ def test_queries_waiting_for_a_busy_encoder_are_encoded_together(settings):
         assert float(results[text] @ alone[text]) > 0.999
 
 
+def test_a_query_batched_by_another_request_is_answered_past_its_timeout(settings):
+    import threading
+    import time
+
+    from shop_search.encoders import get_text_encoder
+    from shop_search.search import encoder_gate, query_cache
+
+    # Two queries wait for the busy encoder; when it frees, one of them
+    # encodes both, more slowly than the other's queue timeout. The other must
+    # get its vector, not a "busy" error for a query already being encoded.
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "QUERY_CONCURRENCY": 1,
+        "QUERY_QUEUE_TIMEOUT": 0.5,
+    }
+    encoder = get_text_encoder()
+    query_cache.clear()
+    real = encoder.encode_texts
+
+    def slow(batch):
+        if len(batch) > 1:
+            time.sleep(0.8)
+        return real(batch)
+
+    encoder.encode_texts = slow
+    release = threading.Event()
+    results: dict[str, object] = {}
+
+    def hold() -> None:
+        with encoder_gate:
+            release.wait(5)
+
+    def ask(text: str) -> None:
+        try:
+            results[text] = encoder_gate.encode_text(encoder, text)
+        except Exception as exc:  # noqa: BLE001 - the assertion shows it
+            results[text] = exc
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    askers = [threading.Thread(target=ask, args=(t,)) for t in ("hat", "mug")]
+    try:
+        while encoder_gate.running < 1:
+            time.sleep(0.01)
+        for asker in askers:
+            asker.start()
+        while encoder_gate.waiting < 2:
+            time.sleep(0.01)
+        time.sleep(0.1)
+    finally:
+        release.set()
+        holder.join()
+        for asker in askers:
+            asker.join()
+        del encoder.encode_texts
+    assert all(getattr(v, "shape", None) == (512,) for v in results.values()), results
+    assert (encoder_gate.running, encoder_gate.waiting) == (0, 0)
+
+
 @pytest.mark.django_db
 def test_malformed_multipart_is_400(client, category):
     response = client.generic(
