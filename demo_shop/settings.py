@@ -107,5 +107,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"shop_search": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "shop_search": {"handlers": ["console"], "level": "INFO"},
+        # Server errors with their traceback, with DEBUG off too.
+        "django.request": {
+            "handlers": ["console"],
+            "level": "ERROR",
+            "propagate": False,
+        },
+    },
 }
