@@ -71,6 +71,10 @@ def main() -> None:
     started = time.perf_counter()
     call_command("demo", "--no-serve", verbosity=0)
     setup = time.perf_counter() - started
+    # As the demo's wsgi.py does at start: both models loaded and run once.
+    from shop_search.encoders import warm_up
+
+    warm_up()
     client = Client()
     client.get("/api/search/", {"q": "warm up"})
 

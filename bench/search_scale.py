@@ -185,8 +185,6 @@ def main() -> None:
     rng = np.random.default_rng(1)
 
     def exact_ids(queryset, vector, k=10):
-        page = search.nearest(queryset, vector, limit=k)  # warm the code path
-        del page
         from django.db.models import ExpressionWrapper, FloatField
         from pgvector.django import MaxInnerProduct
 
@@ -221,7 +219,7 @@ def main() -> None:
         "",
         "| products | load s | HNSW build s | index MB | HNSW p50/p99 ms "
         "| exact p50/p99 ms | NumPy flat p50 ms | HNSW speed-up | recall@10 "
-        "| recall@10 10% / 1% filter | full pages 10% / 1% |",
+        "| recall@10 10% / 1% filter (defaults) | full pages 10% / 1% |",
         "|" + " ---: |" * 11,
     ]
     e2e_lines = []
@@ -248,14 +246,21 @@ def main() -> None:
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
 
         hnsw_t, exact_t, flat_t, recall = [], [], [], []
+        default_t, default_exact = [], 0
         filtered = {"ten": [], "one": []}
         full_pages = {"ten": 0, "one": 0}
         exact_pages = {"ten": 0, "one": 0}
         filtered_t = {"ten": [], "one": []}
         for i, q in enumerate(queries):
+            with override_settings(
+                SHOP_SEARCH={**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 0}
+            ):  # the HNSW index, whatever the catalog's size
+                t0 = time.perf_counter()
+                page = search.nearest(everything, q, limit=10)
+                hnsw_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            page = search.nearest(everything, q, limit=10)
-            hnsw_t.append(time.perf_counter() - t0)
+            default_exact += search.nearest(everything, q, limit=10).exact
+            default_t.append(time.perf_counter() - t0)
             got = [h.object.pk for h in page]
             if i < 50 or n <= 100_000:
                 t0 = time.perf_counter()
@@ -292,11 +297,10 @@ def main() -> None:
         )
         sys.stdout.write(lines[-1] + "\n")
         filter_notes.append(
-            f"{n:,} products: filtered queries p50 "
+            f"{n:,} products: unfiltered p50 {percentiles(default_t)[0]:.1f} ms, "
+            f"ranked exactly {default_exact}/{len(queries)}; filtered p50 "
             f"{percentiles(filtered_t['ten'])[0]:.1f} ms (10%) / "
-            f"{percentiles(filtered_t['one'])[0]:.1f} ms (1%); ranked exactly "
-            f"(estimate at most `EXACT_SCAN_THRESHOLD` "
-            f"{shop_search_settings.EXACT_SCAN_THRESHOLD:,} rows) "
+            f"{percentiles(filtered_t['one'])[0]:.1f} ms (1%), ranked exactly "
             f"{exact_pages['ten']}/50 (10%), {exact_pages['one']}/50 (1%)."
         )
 
@@ -341,7 +345,11 @@ def main() -> None:
         f"{sizes['scale_vector'] / 2**20:.0f} MB, HNSW built in {vector_build:.1f} s, "
         f"{vector_index / 2**20:.0f} MB.",
         "",
-        "Filtered queries: " + " ".join(filter_notes),
+        "With the default settings (`EXACT_SCAN_THRESHOLD` "
+        f"{shop_search_settings.EXACT_SCAN_THRESHOLD:,}: a query whose "
+        "candidates PostgreSQL estimates at that many or fewer is ranked exactly; "
+        "the HNSW and plain recall@10 columns force the index, the filtered "
+        "columns use the defaults): " + " ".join(filter_notes),
         *e2e_lines,
     ]
     report = "\n".join(lines)
