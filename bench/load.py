@@ -25,7 +25,14 @@ import threading
 import time
 import urllib.parse
 
-from _setup import ROOT, configure, machine, percentiles, write_section
+from _setup import (
+    ROOT,
+    configure,
+    machine,
+    percentiles,
+    shared_buffers,
+    write_section,
+)
 
 WORDS = [
     "red",
@@ -133,7 +140,8 @@ def main() -> None:
     }
     lines = [
         f"Machine: {machine()}. Server: `manage.py runserver --noreload` (one "
-        f"threaded process, DEBUG off), full-size models, {products:,} products "
+        f"threaded process, DEBUG off), embedded PostgreSQL with shared_buffers "
+        f"{shared_buffers()}, full-size models, {products:,} products "
         f"(the demo's and {args.catalog:,} synthetic), {args.clients} client "
         f"threads for {args.seconds:.0f} s each run.",
         "",

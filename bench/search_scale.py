@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from _setup import configure, machine, percentiles, write_section
+from _setup import configure, machine, percentiles, shared_buffers, write_section
 
 DIMS = 512
 
@@ -207,7 +207,8 @@ def main() -> None:
 
     ef_search = shop_search_settings.EF_SEARCH
     lines = [
-        f"Machine: {machine()}. PostgreSQL 18 + pgvector 0.8 (embedded), "
+        f"Machine: {machine()}. PostgreSQL 18 + pgvector 0.8 (embedded, "
+        f"shared_buffers {shared_buffers()}), "
         f"HNSW m=16, ef_construction=64, ef_search={ef_search}, iterative scan "
         f"strict_order. {args.queries} queries per cell (filtered and 1M exact: 50).",
         "",
