@@ -68,9 +68,10 @@ DEFAULTS: dict[str, Any] = {
     # When PostgreSQL estimates a query's candidates (after the shop's
     # filters) at this many rows or fewer, rank them exactly instead of
     # through the HNSW index: full recall for selective filters and small
-    # catalogs, at about the cost of a filtered index scan, which may visit
-    # MAX_SCAN_TUPLES rows anyway. Index the columns your filters use, so the
-    # estimate is close and the rows are found fast. 0: always the index.
+    # catalogs. The exact scan costs more per query as the set grows (about
+    # 36 ms for 10,000 rows on 2 cores, BENCHMARKS.md); lower this to favour
+    # speed. Index the columns your filters use, so the estimate is close and
+    # the rows are found fast. 0: always the index.
     "EXACT_SCAN_THRESHOLD": 20_000,
     # Back-pressure: at most this many query encodings run at once per
     # process; a request waits at most QUERY_QUEUE_TIMEOUT seconds (and at

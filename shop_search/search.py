@@ -364,9 +364,9 @@ def nearest(
     exact_order = candidates.annotate(_distance=exact_distance).order_by("_distance")
     threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
     if threshold and estimated_rows(candidates) <= threshold:
-        # Few candidates (a selective filter, a small shop): an exact scan is
-        # cheap and finds the true nearest, where a filtered HNSW scan can miss
-        # some (it follows the graph of all products).
+        # Few candidates (a selective filter, a small shop): an exact scan
+        # finds the true nearest, where a filtered HNSW scan can miss some (it
+        # follows the graph of all products).
         rows = list(exact_order[window])
         exact = True
     else:
@@ -391,7 +391,8 @@ def nearest(
 def estimated_rows(queryset: models.QuerySet) -> int:
     """
     PostgreSQL's estimate of the rows ``queryset`` matches: planning only, no
-    rows read, so it costs well under a millisecond at any catalog size. It is
+    rows read, so it costs one round trip (about a millisecond) at any catalog
+    size. It is
     close for filters on columns with statistics (``ANALYZE``, which autovacuum
     runs); index the columns your filters use.
     """
