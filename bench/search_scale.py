@@ -228,11 +228,6 @@ def main() -> None:
     for n in args.sizes:
         load_s = load_rows(n)
         build_s, index_bytes = build_index()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT emb FROM (SELECT search_embedding::text AS emb FROM "
-                "catalog_product WHERE sku LIKE 'SCALE-%%' LIMIT 50) s"
-            )
         everything = Product.objects.filter(sku__startswith="SCALE-")
         matrix = (
             np.stack(list(everything.values_list("search_embedding", flat=True)))

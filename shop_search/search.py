@@ -392,9 +392,8 @@ def estimated_rows(queryset: models.QuerySet) -> int:
     """
     PostgreSQL's estimate of the rows ``queryset`` matches: planning only, no
     rows read, so it costs one round trip (about a millisecond) at any catalog
-    size. It is
-    close for filters on columns with statistics (``ANALYZE``, which autovacuum
-    runs); index the columns your filters use.
+    size. It is close for filters on columns with statistics (``ANALYZE``,
+    which autovacuum runs); index the columns your filters use.
     """
     plan = json.loads(queryset.order_by().values("pk").explain(format="json"))
     return int(plan[0]["Plan"]["Plan Rows"])
