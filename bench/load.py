@@ -27,6 +27,7 @@ import urllib.parse
 
 from _setup import (
     ROOT,
+    build_index,
     configure,
     machine,
     percentiles,
@@ -124,7 +125,7 @@ def main() -> None:
 
     call_command("demo", "--no-serve", verbosity=0)
     from django.db import connection
-    from search_scale import build_index, load_rows
+    from search_scale import load_rows
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM catalog_product WHERE sku LIKE 'SCALE-%%'")

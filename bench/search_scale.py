@@ -17,7 +17,14 @@ import argparse
 import sys
 import time
 
-from _setup import configure, machine, percentiles, shared_buffers, write_section
+from _setup import (
+    build_index,
+    configure,
+    machine,
+    percentiles,
+    shared_buffers,
+    write_section,
+)
 
 DIMS = 512
 
@@ -78,28 +85,6 @@ def load_rows(n: int, seed: int = 0) -> float:
     with connection.cursor() as cursor:  # the deleted rows of an earlier size
         cursor.execute("VACUUM ANALYZE catalog_product")
     return seconds
-
-
-def build_index(
-    opclass: str = "halfvec_ip_ops",
-    table: str = "catalog_product",
-    name: str = "catalog_product_emb",
-    column: str = "search_embedding",
-):
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SET maintenance_work_mem = '2GB'")
-        cursor.execute("SET max_parallel_maintenance_workers = 1")
-        started = time.perf_counter()
-        cursor.execute(
-            f"CREATE INDEX {name} ON {table} USING hnsw ({column} {opclass})"
-        )
-        seconds = time.perf_counter() - started
-        cursor.execute("SELECT pg_relation_size(%s)", [name])
-        size = cursor.fetchone()[0]
-        cursor.execute(f"ANALYZE {table}")
-    return seconds, size
 
 
 WORDS = [
