@@ -44,6 +44,20 @@ DEFAULTS: dict[str, Any] = {
     # Image safety limits, checked from the header before decoding.
     "MAX_IMAGE_BYTES": 20 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 40_000_000,
+    # Shoppers' uploads (photo search, shop the look, category suggestions)
+    # get a lower pixel limit than the shop's own product images: decoding
+    # costs memory in proportion to pixels, and anyone can upload.
+    "MAX_UPLOAD_PIXELS": 12_000_000,
+    # Progressive JPEG scans accepted (libjpeg-turbo's own tools stop at 100):
+    # every scan decodes the whole image again, so repeated scans are a
+    # decoding-time bomb in a small file.
+    "MAX_JPEG_SCANS": 100,
+    # Seconds one image may take to decode before it is refused.
+    "MAX_DECODE_SECONDS": 5.0,
+    # Shoppers' images decoded at once per process; a further upload waits at
+    # most DECODE_QUEUE_TIMEOUT seconds, then gets 503 with Retry-After.
+    "MAX_CONCURRENT_DECODES": 2,
+    "DECODE_QUEUE_TIMEOUT": 5.0,
     # --- Search (the read path) ---
     # The searchable model the API and the page search ("app_label.Model");
     # None: the only model that inherits SearchableProduct.
@@ -117,7 +131,19 @@ DEFAULTS: dict[str, Any] = {
     ],
     # API: the product serializer, and throttle rates per scope.
     "PRODUCT_SERIALIZER": "shop_search.api.serializers.ProductSerializer",
-    "THROTTLE_RATES": {"shop_search_text": "120/min", "shop_search_image": "20/min"},
+    # shop_search_auth counts failed logins (wrong HTTP Basic passwords...)
+    # per client; past it, the client gets 429 before its credentials are
+    # even checked. The page uses the same scopes as the API.
+    "THROTTLE_RATES": {
+        "shop_search_text": "120/min",
+        "shop_search_image": "20/min",
+        "shop_search_auth": "10/min",
+    },
+    # Reverse proxies in front of the site that append to X-Forwarded-For.
+    # 0 (default): the client is REMOTE_ADDR and X-Forwarded-For is ignored,
+    # since any client can send one. Behind one proxy (nginx, a load
+    # balancer) set 1: the client is the address that proxy appended.
+    "NUM_PROXIES": 0,
 }
 
 
