@@ -27,6 +27,7 @@ from django.db.models import ExpressionWrapper, FloatField
 from django.db.models.functions import Cast
 from pgvector.django import MaxInnerProduct
 
+from . import result_cache
 from .conf import shop_search_settings
 from .exceptions import SearchBusy, ShopSearchError
 from .images import load_image
@@ -356,6 +357,12 @@ def nearest(
         search_embedding__isnull=False,
         search_model=image_model or serving(queryset.db).image_model,
     ).defer("search_embedding")  # 512 numbers a row that results do not show
+    cache_key = result_cache.ranking_key(
+        candidates, vector, limit=limit, offset=offset, min_score=min_score
+    )
+    cached = result_cache.get(cache_key)
+    if cached is not None:
+        return _cached_page(candidates, cached, limit=limit, offset=offset)
     distance = MaxInnerProduct("search_embedding", query)
     window = slice(offset, offset + limit + 1)
     # Ordering by an expression the index cannot serve makes PostgreSQL scan
@@ -385,6 +392,25 @@ def nearest(
         kept = [hit for hit in hits if hit.score >= min_score]
         has_more = has_more and len(kept) == len(hits)
         hits = kept
+    result_cache.put(
+        cache_key,
+        ([hit.object.pk for hit in hits], [hit.score for hit in hits], has_more, exact),
+    )
+    return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
+
+
+def _cached_page(
+    candidates: models.QuerySet, cached: Any, *, limit: int, offset: int
+) -> Page:
+    """A page from a cached ranking, its products read through ``candidates``
+    again (a product deleted or hidden since drops out)."""
+    pks, scores, has_more, exact = cached
+    rows = candidates.in_bulk(pks)
+    hits = [
+        Hit(rows[pk], score)
+        for pk, score in zip(pks, scores, strict=True)
+        if pk in rows
+    ]
     return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
 
 

@@ -188,26 +188,3 @@ def test_the_openapi_schema_validates(client, tmp_path):
     } <= set(paths)
     params = {p["name"] for p in paths["/api/search/"]["get"]["parameters"]}
     assert {"q", "limit", "offset", "category", "min_price", "in_stock"} <= params
-
-
-def test_a_repeated_query_is_answered_from_the_result_cache(
-    client, catalog, settings, monkeypatch
-):
-    cache.clear()
-    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "RESULT_CACHE_SECONDS": 30}
-    first = client.get("/api/search/", {"q": "blue hat", "limit": 5}).json()
-    from shop_search import search
-
-    calls = []
-    original = search.search_text
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr("shop_search.search.search_text", counting)
-    again = client.get("/api/search/", {"q": "  blue   hat ", "limit": 5}).json()
-    assert again == first and calls == []  # same normalised query: no search
-    other = client.get("/api/search/", {"q": "blue hat", "limit": 6}).json()
-    assert len(calls) == 1 and len(other["results"]) == 6  # new parameters: searched
-    cache.clear()

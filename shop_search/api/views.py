@@ -35,7 +35,6 @@ from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from ..filtering import FilterError, apply_filters, filter_params
 from ..switching import serving
 from ..uploads import limit_upload_size
-from . import result_cache
 from . import serializers as s
 from .throttling import SearchRateThrottle
 
@@ -213,26 +212,22 @@ class TextSearchView(_SearchView):
         data = params.validated_data
         query = search.normalize_query(data["q"])
         current = serving()
-        key = result_cache.key(request, query, current)
-        body = result_cache.get(key)
-        if body is None:
-            queryset = self.filtered_queryset(request.query_params)
-            page = search.search_text(
-                queryset,
-                query,
-                current=current,
-                limit=data.get("limit"),
-                offset=data["offset"],
+        queryset = self.filtered_queryset(request.query_params)
+        page = search.search_text(
+            queryset,
+            query,
+            current=current,
+            limit=data.get("limit"),
+            offset=data["offset"],
+        )
+        body = self.page_data(page)
+        # The categories the query most likely means ("search in Dresses").
+        body["categories"] = [
+            _category_data(x)
+            for x in categories_module.for_query(
+                queryset.model, query, top=3, current=current
             )
-            body = self.page_data(page)
-            # The categories the query most likely means ("search in Dresses").
-            body["categories"] = [
-                _category_data(x)
-                for x in categories_module.for_query(
-                    queryset.model, query, top=3, current=current
-                )
-            ]
-            result_cache.set(key, body)
+        ]
         return Response(body)
 
 
