@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from typing import Any
 
 from django import forms
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 from django.views import View
 
-from . import categories, search
+from . import categories, search, throttling
 from .api.serializers import image_url
 from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from .filtering import apply_filters
@@ -26,6 +28,8 @@ from .switching import serving
 from .uploads import limit_upload_size
 
 __all__ = ["SearchPageView"]
+
+logger = logging.getLogger(__name__)
 
 
 class TextSearchForm(forms.Form):
@@ -42,6 +46,34 @@ class SearchPageView(View):
     """GET: text search (``?q=``, filters, ``offset``). POST: photo search."""
 
     template_name = "shop_search/search.html"
+
+    #: Rate-limit scopes, shared with the API (``SHOP_SEARCH['THROTTLE_RATES']``).
+    throttle_scopes = {"GET": "shop_search_text", "POST": "shop_search_image"}
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
+        scope = self.throttle_scopes.get(request.method)
+        # An empty search form costs nothing; a search or an upload does.
+        if scope and (request.method != "GET" or request.GET.get("q")):
+            user = getattr(request, "user", None)
+            wait = throttling.hit(scope, throttling.client_ident(request, user))
+            if wait is not None:
+                context = {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
+                context["error"] = _("Too many searches. Please wait a moment.")
+                response = render(request, self.template_name, context, status=429)
+                response["Retry-After"] = str(max(1, round(wait)))
+                return response
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except OperationalError as exc:
+            # Connection pool exhausted or database down: 503, not 500.
+            logger.warning("Search page answered 503: database unavailable: %s", exc)
+            response = HttpResponse(
+                _("Search is busy. Please try again in a moment."),
+                status=503,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = "2"
+            return response
 
     def get_queryset(self):
         """The products shoppers may find. Override to restrict them."""

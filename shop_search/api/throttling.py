@@ -1,23 +1,34 @@
+"""DRF's side of :mod:`shop_search.throttling`."""
+
 from __future__ import annotations
 
-from rest_framework.throttling import ScopedRateThrottle
+from typing import Any
 
-from ..conf import shop_search_settings
+from rest_framework.throttling import BaseThrottle
+
+from .. import throttling
+
+__all__ = ["SearchRateThrottle"]
 
 
-class SearchRateThrottle(ScopedRateThrottle):
+class SearchRateThrottle(BaseThrottle):
     """
-    Scoped throttle for the search views (scopes ``shop_search_text`` and
-    ``shop_search_image``). A rate in ``REST_FRAMEWORK
-    ['DEFAULT_THROTTLE_RATES']`` wins over ``SHOP_SEARCH['THROTTLE_RATES']``;
-    a scope with no rate (``None``) is not throttled.
+    Per-scope rate limit for the search views (the view's ``throttle_scope``:
+    ``shop_search_text`` or ``shop_search_image``), counted in the shared
+    cache per user or client address; see :mod:`shop_search.throttling`.
+    A scope with no rate (``None``) is not throttled.
     """
 
-    def get_rate(self) -> str | None:
-        from rest_framework.settings import api_settings
+    def __init__(self) -> None:
+        self.retry_after: float | None = None
 
-        rates = {
-            **shop_search_settings.THROTTLE_RATES,
-            **(api_settings.DEFAULT_THROTTLE_RATES or {}),
-        }
-        return rates.get(self.scope)
+    def allow_request(self, request: Any, view: Any) -> bool:
+        scope = getattr(view, "throttle_scope", None)
+        if not scope:
+            return True
+        ident = throttling.client_ident(request._request, request.user)
+        self.retry_after = throttling.hit(scope, ident)
+        return self.retry_after is None
+
+    def wait(self) -> float | None:
+        return self.retry_after

@@ -5,6 +5,7 @@ serialize. Errors are JSON ``{"code": ..., "message": ..., "errors": {...}}``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import (
@@ -12,6 +13,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.db import OperationalError
 from django.db.models import prefetch_related_objects
 from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
@@ -21,21 +23,28 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
 )
-from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import (
+    APIException,
+    AuthenticationFailed,
+    NotAuthenticated,
+    Throttled,
+    ValidationError,
+)
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .. import categories as categories_module
-from .. import search
+from .. import search, throttling
 from ..conf import import_from_setting
 from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from ..filtering import FilterError, apply_filters, filter_params
 from ..switching import serving
 from ..uploads import limit_upload_size
 from . import serializers as s
+from .parsers import SafeJSONParser
 from .throttling import SearchRateThrottle
 
 __all__ = [
@@ -45,6 +54,8 @@ __all__ = [
     "CategorySuggestView",
     "exception_handler",
 ]
+
+logger = logging.getLogger(__name__)
 
 _IMAGE_STATUS = {"image_too_large": 413, "image_too_many_pixels": 413}
 
@@ -61,6 +72,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return response
     if isinstance(exc, SearchBusy):
         response = _error(503, exc.code, exc.message)
+        response["Retry-After"] = "2"
+        return response
+    if isinstance(exc, OperationalError):
+        # The connection pool is exhausted or the database is unreachable:
+        # a moment's wait usually fixes it, so say so instead of 500.
+        logger.warning("Search answered 503: database unavailable: %s", exc)
+        response = _error(
+            503, "database_unavailable", "Search is busy; try again shortly."
+        )
         response["Retry-After"] = "2"
         return response
     if isinstance(exc, RequestDataTooBig):
@@ -123,6 +143,19 @@ class _SearchView(APIView):
         super().initial(request, *args, **kwargs)
         # Refuse oversized uploads from the headers, before reading the body.
         limit_upload_size(request._request)
+
+    def perform_authentication(self, request) -> None:
+        # Failed logins (a wrong HTTP Basic password) are counted per client
+        # address; past the limit, credentials are not even checked.
+        ident = throttling.client_ident(request._request)
+        wait = throttling.blocked(throttling.AUTH_SCOPE, ident)
+        if wait is not None:
+            raise Throttled(wait)
+        try:
+            super().perform_authentication(request)
+        except (AuthenticationFailed, NotAuthenticated):
+            throttling.hit(throttling.AUTH_SCOPE, ident)
+            raise
 
     def get_queryset(self):
         """The products shoppers may find. Override to restrict (channel, stock...)."""
@@ -314,7 +347,7 @@ class CategorySuggestView(_SearchView):
     """Zero-shot category suggestions for an image or a text."""
 
     throttle_scope = "shop_search_image"
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, SafeJSONParser]
 
     @extend_schema(
         operation_id="suggest_categories",
