@@ -54,8 +54,56 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "demo_shop.wsgi.application"
 
-# DATABASE_URL, or the embedded PostgreSQL + pgvector in .pgdata/.
-DATABASES = {"default": database_settings(BASE_DIR / ".pgdata")}
+# DATABASE_URL, or the embedded PostgreSQL + pgvector in .pgdata/, through
+# Django's connection pool: a process holds at most DB_POOL_SIZE connections
+# however many threads serve requests (runserver starts one per request), and
+# a request that waits longer than DB_POOL_TIMEOUT for one gets 503.
+DATABASES = {
+    "default": database_settings(
+        BASE_DIR / ".pgdata",
+        pool={
+            "min_size": 1,
+            "max_size": int(os.environ.get("DB_POOL_SIZE", "8")),
+            "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
+        },
+    )
+}
+
+
+def _redis_reachable(url: str) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout=0.3
+        ):
+            return True
+    except OSError:
+        return False
+
+
+# A cache shared by every process: throttle counts and cached rankings must
+# be the same for all workers (a per-process cache multiplies each limit by
+# the number of processes). Redis when it answers, else Django's database
+# cache (`manage.py createcachetable`, which the demo command runs).
+REDIS_CACHE_URL = os.environ.get("REDIS_CACHE_URL", "redis://127.0.0.1:6379/1")
+if _redis_reachable(REDIS_CACHE_URL):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_CACHE_URL,
+            "KEY_PREFIX": "demo_shop",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "demo_shop_cache",
+        }
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -19,8 +19,23 @@ __all__ = ["database_settings", "embedded_server"]
 
 
 def database_settings(
-    default_pgdata: str | Path = ".pgdata", *, conn_max_age: int = 60
+    default_pgdata: str | Path = ".pgdata",
+    *,
+    conn_max_age: int = 60,
+    pool: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """
+    ``pool``: options for Django's PostgreSQL connection pool (psycopg_pool's
+    ``ConnectionPool``: ``min_size``, ``max_size``, ``timeout``...). With a
+    pool, each process holds at most ``max_size`` connections whatever its
+    number of threads, and a request that finds them all busy for
+    ``timeout`` seconds fails with ``OperationalError`` (the API and the page
+    answer 503 with Retry-After); ``conn_max_age`` is then ignored, as Django
+    requires. Size it so that processes x ``max_size`` stays under the
+    server's ``max_connections`` (100 on the embedded server).
+    """
+    if pool:
+        conn_max_age = 0
     url = os.environ.get("DATABASE_URL")
     if url:
         import dj_database_url
@@ -38,7 +53,11 @@ def database_settings(
             "PORT": "",
             "CONN_MAX_AGE": conn_max_age,
         }
-    config.setdefault("CONN_HEALTH_CHECKS", True)
+    if pool:
+        config.setdefault("OPTIONS", {})["pool"] = dict(pool)
+    else:
+        # A pool only hands out healthy connections by itself.
+        config.setdefault("CONN_HEALTH_CHECKS", True)
     return config
 
 

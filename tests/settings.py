@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 from demo_shop.settings import *  # noqa: F401,F403
-from demo_shop.settings import BASE_DIR, SHOP_SEARCH
+from demo_shop.settings import BASE_DIR, DATABASES, SHOP_SEARCH
 
 # Built by tests/conftest.py (shop_search.testing.build_test_models) on first run.
 TEST_MODELS_DIR = Path(BASE_DIR) / ".models"
@@ -34,3 +34,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("SHOP_SEARCH_TEST_VISIBILITY", "3600"))
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+# Each test run counts throttles and caches rankings on its own; the tests
+# that need a cache shared across processes configure Redis themselves.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# A saturated pool answers 503 after this long (tests/test_pool.py waits it out).
+DATABASES["default"]["OPTIONS"]["pool"]["timeout"] = 2.0

@@ -42,6 +42,8 @@ class Command(BaseCommand):
             self._use_test_models()
         streams = {"stdout": self.stdout._out, "stderr": self.stderr._out}
         call_command("migrate", interactive=False, verbosity=1, **streams)
+        # The database cache, when settings fell back to it (no Redis).
+        call_command("createcachetable", **streams)
         self._load_catalog()
         call_command(
             "shop_search_reindex", verbosity=options["verbosity"] or 1, **streams
