@@ -63,7 +63,7 @@ DATABASES = {
         BASE_DIR / ".pgdata",
         pool={
             "min_size": 1,
-            "max_size": int(os.environ.get("DB_POOL_SIZE", "8")),
+            "max_size": int(os.environ.get("DB_POOL_SIZE", "10")),
             "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
         },
     )
