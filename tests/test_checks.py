@@ -95,9 +95,13 @@ def other_database():
     opened = []
 
     def open_(**overrides):
-        wrapper = DatabaseWrapper(
-            {**connections["default"].settings_dict, **overrides}, alias="other"
-        )
+        settings_dict = dict(connections["default"].settings_dict)
+        # Django keeps one pool per alias for the process: these throwaway
+        # connections to other databases must not share one.
+        settings_dict["OPTIONS"] = {
+            k: v for k, v in settings_dict["OPTIONS"].items() if k != "pool"
+        }
+        wrapper = DatabaseWrapper({**settings_dict, **overrides}, alias="other")
         opened.append(wrapper)
         return wrapper
 
