@@ -62,6 +62,11 @@ DEFAULTS: dict[str, Any] = {
     # The searchable model the API and the page search ("app_label.Model");
     # None: the only model that inherits SearchableProduct.
     "PRODUCT_MODEL": None,
+    # The products shoppers may find, for every read (text, photo, similar,
+    # shop the look, the page): a dotted path to a function taking the
+    # request (or None) and returning a queryset of PRODUCT_MODEL, e.g.
+    # published, priced and in the request's channel. None: all products.
+    "VISIBLE_PRODUCTS": None,
     # Drop results whose similarity is below this (None: keep all). CLIP
     # text-to-image similarities of good matches are typically 0.25-0.35.
     "MIN_SCORE": None,

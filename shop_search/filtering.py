@@ -67,6 +67,22 @@ def _target_field(model: type[models.Model], lookup: str) -> models.Field:
     return field
 
 
+def _multi_valued(model: type[models.Model], lookup: str) -> bool:
+    """Whether ``lookup`` follows a relation with many rows per product."""
+    current = model
+    for part in lookup.split("__"):
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist:
+            return False
+        if field.many_to_many or field.one_to_many:
+            return True
+        if not field.is_relation or field.related_model is None:
+            return False
+        current = field.related_model
+    return False
+
+
 class StrictBooleanField(forms.Field):
     """``true``/``false`` (or ``1``/``0``), nothing else."""
 
@@ -147,7 +163,14 @@ def apply_filters(
             errors[param.name] = list(exc.messages)
             continue
         applied[param.name] = value
-        queryset = queryset.filter(**{param.lookup: value})
+        if _multi_valued(queryset.model, param.lookup):
+            # A join to many rows (many-to-many, a reverse foreign key such
+            # as stock records) would repeat a product once per matching
+            # row; a subquery keeps one row per product.
+            matching = queryset.model._base_manager.filter(**{param.lookup: value})
+            queryset = queryset.filter(pk__in=matching.values("pk"))
+        else:
+            queryset = queryset.filter(**{param.lookup: value})
     if errors:
         raise FilterError(errors)
     return queryset, applied

@@ -28,7 +28,7 @@ from django.db.models.functions import Cast
 from pgvector.django import MaxInnerProduct
 
 from . import result_cache
-from .conf import shop_search_settings
+from .conf import import_from_setting, shop_search_settings
 from .exceptions import SearchBusy, ShopSearchError
 from .images import load_image
 from .models import SearchableProduct, searchable_models
@@ -39,6 +39,7 @@ __all__ = [
     "Page",
     "QueryError",
     "product_model",
+    "visible_products",
     "normalize_query",
     "text_vector",
     "image_vector",
@@ -103,6 +104,24 @@ def product_model() -> type[SearchableProduct]:
             f"(searchable models: {names})."
         )
     return models_[0]
+
+
+def visible_products(request: Any = None) -> models.QuerySet:
+    """
+    The products shoppers may find: ``VISIBLE_PRODUCTS(request)``, or all
+    products of :func:`product_model`. Every view starts from this queryset,
+    so one declaration hides a product from every read.
+    """
+    if shop_search_settings.VISIBLE_PRODUCTS:
+        queryset = import_from_setting("VISIBLE_PRODUCTS")(request)
+        model = product_model()
+        if getattr(queryset, "model", None) is not model:
+            raise ImproperlyConfigured(
+                f"SHOP_SEARCH['VISIBLE_PRODUCTS'] must return a queryset of "
+                f"{model._meta.label}, not {queryset!r}."
+            )
+        return queryset
+    return product_model()._default_manager.all()
 
 
 # --- query vectors -----------------------------------------------------------

@@ -76,8 +76,9 @@ class SearchPageView(View):
             return response
 
     def get_queryset(self):
-        """The products shoppers may find. Override to restrict them."""
-        return search.product_model()._default_manager.all()
+        """The products shoppers may find: ``SHOP_SEARCH['VISIBLE_PRODUCTS']``
+        (declare visibility there once, for every view), or override."""
+        return search.visible_products(self.request)
 
     def get(self, request: HttpRequest) -> HttpResponse:
         form = TextSearchForm(request.GET)

@@ -158,8 +158,9 @@ class _SearchView(APIView):
             raise
 
     def get_queryset(self):
-        """The products shoppers may find. Override to restrict (channel, stock...)."""
-        return search.product_model()._default_manager.all()
+        """The products shoppers may find: ``SHOP_SEARCH['VISIBLE_PRODUCTS']``
+        (declare visibility there once, for every view), or override."""
+        return search.visible_products(self.request)
 
     def filtered_queryset(self, params: Any):
         queryset, _applied = apply_filters(self.get_queryset(), params)
