@@ -28,12 +28,16 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE": None,
     # Images per forward pass, and products per database chunk when indexing.
     "BATCH_SIZE": 32,
-    # "fp32" (default), "bf16" or "int8" (see BENCHMARKS.md for speed and how
-    # close the vectors stay to fp32). "bf16": bfloat16 autocast, about 2-3x
-    # faster on CPUs with AVX-512 BF16/AMX and on GPUs, many times slower on
-    # CPUs without bf16 instructions. "int8": dynamic int8 quantization of the
-    # linear layers, CPU only, faster on any x86 CPU (text queries most).
+    # "auto" (default): the fastest precision whose vectors stay within
+    # cosine 0.995 of fp32 on this machine, chosen and logged at load. Or
+    # explicitly "fp32", "bf16" (bfloat16 autocast: fast with AVX-512 BF16 /
+    # AMX and on GPUs, many times slower without) or "int8" (dynamic int8
+    # quantization of the linear layers, CPU only).
     "PRECISION": "fp32",
+    # Inference runtime: "auto" (ONNX Runtime when installed, its model
+    # exported and passing the parity check, and faster; else torch),
+    # "torch" or "onnx".
+    "BACKEND": "torch",
     # "sync": encode right after the product's transaction commits, in-process.
     # "celery": send shop_search.tasks.index_products to the shop's Celery app.
     "INDEXING_MODE": "sync",
