@@ -86,6 +86,42 @@ def jpeg_with_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def progressive_jpeg_with_repeated_scans(side: int, extra_scans: int) -> bytes:
+    """
+    A flat side x side progressive JPEG whose last scan is repeated
+    ``extra_scans`` times before EOI: libjpeg only warns, and decodes the
+    whole image once more for every copy.
+    """
+    image = Image.new("RGB", (side, side), (128, 128, 128))
+    data = _save(image, "JPEG", progressive=True, quality=75)
+    last_scan = data.rfind(b"\xff\xda")
+    assert data.endswith(b"\xff\xd9") and last_scan != -1
+    scan = data[last_scan:-2]
+    return data[:-2] + scan * extra_scans + b"\xff\xd9"
+
+
+def noisy_image(
+    width: int, height: int, mode: str = "RGB", seed: int = 3
+) -> Image.Image:
+    """Random pixels (incompressible), made fast by tiling a random block."""
+    block = Image.frombytes(
+        mode,
+        (256, 256),
+        random.Random(seed).randbytes(256 * 256 * len(mode)),
+    )
+    image = Image.new(mode, (width, height))
+    for x in range(0, width, 256):
+        for y in range(0, height, 256):
+            image.paste(block, (x, y))
+    return image
+
+
+def flat_webp(side: int, *, lossless: bool = False) -> bytes:
+    """A flat side x side WebP: a small file that decodes to side² pixels."""
+    image = Image.new("RGB", (side, side), (90, 140, 200))
+    return _save(image, "WEBP", lossless=lossless, quality=50)
+
+
 def corpus() -> list[tuple[str, bytes]]:
     """(file name, bytes) pairs; at least 100 of them."""
     rng = random.Random(7)
