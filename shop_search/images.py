@@ -1,11 +1,13 @@
 """
 Safe image loading: the one place where shop_search decodes an image.
 
-Limits are checked from the header before any pixel is decoded; EXIF
-orientation is applied; every mode is converted to RGB (transparency is
-composited on white, 16-bit images are scaled, not clipped); animated images
-give their first frame. Failures raise :class:`~shop_search.exceptions.ImageError`
-with a specific ``code``.
+Limits are checked from the header before any pixel is decoded. Large images
+are reduced while they are converted (JPEGs while they are decoded), a strip
+at a time, so an image never exists twice at full size; EXIF orientation is
+applied; every mode is converted to RGB (transparency is composited on white,
+16-bit images are scaled, not clipped); animated images give their first
+frame. Failures raise :class:`~shop_search.exceptions.ImageError` with a
+specific ``code``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ import io
 import warnings
 from typing import IO, Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .conf import shop_search_settings
 from .exceptions import ImageError
 
-__all__ = ["load_image", "letterbox", "ALLOWED_FORMATS", "MAX_ASPECT"]
+__all__ = [
+    "load_image",
+    "letterbox",
+    "to_rgb",
+    "ALLOWED_FORMATS",
+    "MAX_ASPECT",
+    "WORKING_SIZE",
+]
 
 #: Pillow format names accepted. HEIF/AVIF are added when their plugin is present.
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "MPO", "HEIF", "AVIF"})
@@ -27,21 +36,37 @@ ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "MPO", "HEIF", "AVIF"
 # A 10000x1 "image" would make CLIP's processor allocate gigabytes.
 MAX_ASPECT = 10
 
-# Modes Pillow resizes directly (others are converted to RGB first).
-_RESIZABLE = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"})
-
 # Largest side kept before the model's processor sees the image. CLIP looks at
 # 224x224, so decoding a 6000px photo in full only costs memory and time.
 WORKING_SIZE = 768
 
+# Modes Pillow reduces and resizes (others are converted strip by strip).
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa"})
+
+# Pixels converted at a time while reducing a large image: a few MB per strip
+# instead of a second full-size copy.
+_STRIP_PIXELS = 1 << 20
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
 
 def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Image:
     """
-    Open ``source`` (a path, bytes, a file object or a Django ``File``) as RGB.
+    Open ``source`` (a path, bytes, a file object or a Django ``File``) as RGB,
+    its longest side at most ``max_side`` (None: full size).
 
     Raises ``ImageError`` with one of the codes ``image_too_large``,
-    ``image_too_many_pixels``, ``image_unsupported_format``, ``image_corrupt``,
-    ``image_empty`` or ``image_unreadable``.
+    ``image_too_many_pixels``, ``image_extreme_aspect``,
+    ``image_unsupported_format``, ``image_corrupt``, ``image_empty`` or
+    ``image_unreadable``.
     """
     data = _read_bytes(source)
     max_bytes = shop_search_settings.MAX_IMAGE_BYTES
@@ -59,17 +84,22 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_header(image)
-            original_size = _oriented_size(image)
-            if max_side and image.format == "JPEG":
+            orientation = _orientation(image)
+            width, height = image.size
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            if getattr(image, "is_animated", False):
+                # is_animated looks at one more frame; n_frames would walk all.
+                image.seek(0)
+            if max_side and image.format in ("JPEG", "MPO"):
                 # Let libjpeg decode at a reduced scale: far less memory and time.
                 image.draft("RGB", (max_side, max_side))
             image.load()
-            image = _first_frame(image)
-            image = _apply_orientation(image)
-            if max_side and image.mode in _RESIZABLE and max(image.size) > max_side:
-                # Shrink before converting: a 36-megapixel greyscale image
-                # would otherwise become a 108 MB RGB copy first.
+            if max_side and max(image.size) > max_side:
+                image = _reduce(image, max_side)
                 image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+            if orientation in _TRANSPOSE:
+                image = image.transpose(_TRANSPOSE[orientation])
             image = to_rgb(image)
     except ImageError:
         raise
@@ -87,10 +117,12 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
         raise ImageError(
             f"The image is truncated or corrupt: {exc}", code="image_corrupt"
         ) from exc
-    if max_side and max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    if isinstance(image, ImageFile.ImageFile):
+        # Not reduced or converted: detach it from the file and its decoder
+        # (Pillow's WebP decoder keeps two canvases while the file lives).
+        image = image.copy()
     # Where the caller needs coordinates in the uploaded image (shop the look).
-    image.info["original_size"] = original_size
+    image.info["original_size"] = (width, height)
     return image
 
 
@@ -140,49 +172,75 @@ def _check_header(image: Image.Image) -> None:
         )
 
 
-def _oriented_size(image: Image.Image) -> tuple[int, int]:
-    """The full-resolution size once EXIF orientation is applied."""
-    width, height = image.size
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF (or XMP) orientation, 1-8, or None."""
     try:
-        orientation = image.getexif().get(0x0112)
-    except Exception:  # noqa: BLE001 - malformed EXIF
-        orientation = None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def _first_frame(image: Image.Image) -> Image.Image:
-    # is_animated looks at one more frame; n_frames would walk all of them.
-    if getattr(image, "is_animated", False):
-        image.seek(0)
-        return image.copy()
-    return image
-
-
-def _apply_orientation(image: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
+        return image.getexif().get(0x0112)
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose the image
-        return image
+        return None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB; transparency is composited on white."""
-    if image.mode == "RGB":
+def _reduce(image: Image.Image, max_side: int) -> Image.Image:
+    """
+    ``image`` in a mode Pillow resizes, reduced by a whole factor to about
+    twice ``max_side`` (the final resize then has pixels to spare).
+
+    A strip at a time: converting a palette image to RGBA (or resizing RGBA,
+    which Pillow premultiplies in a copy) at full size would hold a second,
+    larger copy of the image; strips hold a few MB.
+    """
+    width, height = image.size
+    factor = max(1, max(width, height) // (2 * max_side))
+    if image.mode in _REDUCIBLE and image.mode not in ("LA", "RGBA"):
+        return image.reduce(factor) if factor > 1 else image
+    top = None
+    if image.mode == "I":
+        top = image.getextrema()[1]
+    rows = max(1, _STRIP_PIXELS // width // factor) * factor
+    reduced: Image.Image | None = None
+    for y in range(0, height, rows):
+        strip = _reducible(image.crop((0, y, width, min(height, y + rows))), top)
+        if factor > 1:
+            strip = strip.reduce(factor)
+        if reduced is None:
+            size = (-(-width // factor), -(-height // factor))
+            reduced = Image.new(strip.mode, size)
+        reduced.paste(strip, (0, y // factor))
+    assert reduced is not None
+    return reduced
+
+
+def _reducible(image: Image.Image, top: Any = None) -> Image.Image:
+    """``image`` in one of the modes in ``_REDUCIBLE``, as few bytes as it needs."""
+    mode = image.mode
+    if mode in _REDUCIBLE:
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode.startswith("I"):
         # 16/32-bit greyscale: scale to 8 bits instead of clipping at 255.
         import numpy as np
 
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") else max(array.max(), 1.0)
-        array = np.clip(array / top * 255.0, 0, 255).astype("uint8")
-        return Image.fromarray(array, mode="L").convert("RGB")
-    if image.mode == "F":
-        image = image.point(lambda v: v * 255.0).convert("L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha or image.mode in ("RGBa", "La"):
+        if mode.startswith("I;16"):
+            top = 65535.0
+        elif top is None:
+            top = array.max()
+        array = np.clip(array / max(float(top), 1.0) * 255.0, 0, 255)
+        return Image.fromarray(array.astype("uint8"), mode="L")
+    if mode == "F":
+        return image.point(lambda v: v * 255.0).convert("L")
+    if mode == "1":
+        return image.convert("L")
+    if mode == "PA" or (mode == "P" and image.has_transparency_data):
+        return image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited on white."""
+    image = _reducible(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

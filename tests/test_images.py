@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops, ImageStat
 
 from shop_search.exceptions import ImageError
-from shop_search.images import load_image
+from shop_search.images import load_image, to_rgb
 
 from .conftest import png_bytes
 
@@ -96,3 +96,52 @@ def test_extreme_aspect_ratios_are_refused_and_long_ones_padded():
     padded = letterbox(long)
     assert padded.size[0] == 2 * padded.size[1]
     assert padded.getpixel((padded.size[0] // 2, 1)) == (255, 255, 255)
+
+
+def _gradient(mode: str, size: tuple[int, int]) -> Image.Image:
+    """A diagonal gradient in ``mode``, with a transparent band where it can."""
+    grey = Image.linear_gradient("L").resize(size).rotate(30, expand=False)
+    if mode == "I;16":
+        return grey.convert("I").point(lambda v: v * 257).convert("I;16")
+    if mode == "P":
+        image = grey.convert("RGB").convert("P")
+        image.info["transparency"] = image.getpixel((0, 0))
+        return image
+    image = grey.convert(mode) if mode != "RGBA" else grey.convert("RGB")
+    if mode == "RGBA":
+        alpha = Image.new("L", size, 255)
+        alpha.paste(0, (0, 0, size[0], size[1] // 4))
+        image.putalpha(alpha)
+    return image
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "1", "L", "I;16"])
+def test_large_images_are_reduced_like_a_full_size_conversion(mode):
+    # Large images are converted and reduced a strip at a time (so the image
+    # never exists twice at full size); the result must look the same as
+    # converting the whole image, then shrinking it.
+    original = _gradient(mode, (3300, 1700))
+    buffer = io.BytesIO()
+    original.save(buffer, format="PNG", transparency=original.info.get("transparency"))
+    image = load_image(buffer.getvalue())
+    expected = to_rgb(original)
+    expected.thumbnail((768, 768), Image.Resampling.BICUBIC)
+    assert image.mode == "RGB"
+    assert abs(image.size[0] - expected.size[0]) <= 1
+    assert abs(image.size[1] - expected.size[1]) <= 1
+    difference = ImageChops.difference(image.resize(expected.size), expected)
+    mean = sum(ImageStat.Stat(difference).mean) / 3
+    assert mean < 1, mean  # no seams between strips, no darkened transparency
+
+
+def test_orientation_is_applied_to_large_images():
+    image = Image.new("RGB", (3000, 1500), "red")
+    image.paste("blue", (0, 0, 1500, 1500))  # left half blue
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", exif=exif)
+    loaded = load_image(buffer.getvalue())
+    assert loaded.size == (384, 768)
+    assert loaded.info["original_size"] == (1500, 3000)
+    assert loaded.getpixel((192, 100)) == (0, 0, 255)  # blue on top after rotation
