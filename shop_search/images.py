@@ -1,18 +1,23 @@
 """
 Safe image loading: the one place where shop_search decodes an image.
 
-Limits are checked from the header before any pixel is decoded. Large images
-are reduced while they are converted (JPEGs while they are decoded), a strip
-at a time, so an image never exists twice at full size; EXIF orientation is
-applied; every mode is converted to RGB (transparency is composited on white,
-16-bit images are scaled, not clipped); animated images give their first
-frame. Failures raise :class:`~shop_search.exceptions.ImageError` with a
-specific ``code``.
+Limits are checked before any pixel is decoded: the file's bytes, the pixels
+its header declares, its aspect ratio and, for JPEG, its scans. A decode that
+takes longer than ``MAX_DECODE_SECONDS`` is stopped.
+
+Large images are reduced while they are converted (JPEGs while they are
+decoded), a strip at a time, so an image never exists twice at full size;
+EXIF orientation is applied; every mode is converted to RGB (transparency is
+composited on white, 16-bit images are scaled, not clipped); animated images
+give their first frame. Failures raise
+:class:`~shop_search.exceptions.ImageError` with a specific ``code``.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import time
 import warnings
 from typing import IO, Any
 
@@ -47,6 +52,19 @@ _REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa"})
 # instead of a second full-size copy.
 _STRIP_PIXELS = 1 << 20
 
+# Compressed bytes handed to the decoder per call (Pillow's default is 64 KiB).
+# The decoding deadline is checked between calls, and 16 KiB of a zlib bomb
+# is at most 16 MB of pixels, so a decode stops soon after its deadline.
+_READ_BLOCK = 16 * 1024
+
+# A JPEG marker: 0xFF, then anything but a stuffed zero, a restart marker
+# (RST0-7) or another 0xFF (fill).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+# Real photos have a few dozen marker segments; walking millions of 4-byte
+# comment segments would cost seconds of Python.
+_MAX_JPEG_MARKERS = 10_000
+
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -64,7 +82,7 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
     its longest side at most ``max_side`` (None: full size).
 
     Raises ``ImageError`` with one of the codes ``image_too_large``,
-    ``image_too_many_pixels``, ``image_extreme_aspect``,
+    ``image_too_many_pixels``, ``image_too_complex``, ``image_extreme_aspect``,
     ``image_unsupported_format``, ``image_corrupt``, ``image_empty`` or
     ``image_unreadable``.
     """
@@ -78,12 +96,18 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
             f"(SHOP_SEARCH['MAX_IMAGE_BYTES']).",
             code="image_too_large",
         )
+    if data.startswith(b"\xff\xd8"):
+        _check_jpeg_scans(data)
+    seconds = shop_search_settings.MAX_DECODE_SECONDS
     try:
         with warnings.catch_warnings():
             # Pillow warns, then errors, on decompression bombs; treat both as errors.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(_DeadlineReader(data, seconds))
+            image.decodermaxblock = _READ_BLOCK
             _check_header(image)
+            # Reading a PNG's EXIF decodes it (the eXIf chunk may follow the
+            # pixels), after the checks above.
             orientation = _orientation(image)
             width, height = image.size
             if orientation in (5, 6, 7, 8):
@@ -103,6 +127,13 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
             image = to_rgb(image)
     except ImageError:
         raise
+    except _DecodeTimeout as exc:
+        raise ImageError(
+            f"The image took longer than {seconds:g} s to decode "
+            f"(SHOP_SEARCH['MAX_DECODE_SECONDS']); save it again at a smaller "
+            f"size, as a baseline JPEG or a PNG.",
+            code="image_too_complex",
+        ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
             f"The image has too many pixels to decode safely: {exc}",
@@ -126,6 +157,28 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
     return image
 
 
+class _DecodeTimeout(Exception):
+    """Raised from inside Pillow's decoding loop once the deadline passes."""
+
+
+class _DeadlineReader(io.BytesIO):
+    """
+    The image's bytes, as the file Pillow decodes from. Pillow's decoders
+    read compressed data a block at a time and decode each block before
+    reading the next; past the deadline, the next read raises, which stops
+    the decode however slow each block's pixels are to produce.
+    """
+
+    def __init__(self, data: bytes, seconds: float | None) -> None:
+        super().__init__(data)
+        self._deadline = time.monotonic() + seconds if seconds else None
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise _DecodeTimeout
+        return super().read(size)
+
+
 def _read_bytes(source: Any) -> bytes:
     if isinstance(source, bytes):
         return source
@@ -146,6 +199,58 @@ def _read_bytes(source: Any) -> bytes:
         raise ImageError(
             f"The image file could not be read: {exc}", code="image_unreadable"
         ) from exc
+
+
+def _check_jpeg_scans(data: bytes) -> None:
+    """
+    Refuse a JPEG with more than ``MAX_JPEG_SCANS`` scans (SOS segments).
+
+    Every scan of a progressive JPEG makes libjpeg go over the whole image
+    again, and a scan can be a few dozen bytes: a 300 KB file with 1000 scans
+    costs half a minute of CPU. The walk follows the marker segments from SOI
+    to EOI as libjpeg does, skipping each segment by its length and the
+    entropy-coded data after each SOS (stuffed 0xFF00 bytes, RSTn, fill);
+    a regular expression finds the markers, so it costs milliseconds even
+    for a 20 MB file.
+    """
+    limit = shop_search_settings.MAX_JPEG_SCANS
+    if not limit:
+        return
+    scans = markers = 0
+    position = 2
+    size = len(data)
+    while markers < _MAX_JPEG_MARKERS:
+        found = _JPEG_MARKER.search(data, position)
+        if found is None:
+            return
+        at = found.start()
+        marker = data[at + 1]
+        markers += 1
+        if marker == 0xD9:  # EOI: libjpeg stops here
+            return
+        if marker in (0x01, 0xD8):  # TEM, a stray SOI: no length
+            position = at + 2
+            continue
+        if at + 4 > size:
+            return
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if length < 2:
+            return  # corrupt; Pillow refuses it
+        if marker == 0xDA:
+            scans += 1
+            if scans > limit:
+                raise ImageError(
+                    f"The JPEG has more than {limit} scans "
+                    f"(SHOP_SEARCH['MAX_JPEG_SCANS']); each one decodes the "
+                    f"whole image again. Save it again as a baseline JPEG.",
+                    code="image_too_complex",
+                )
+        position = at + 2 + length
+    raise ImageError(
+        f"The JPEG has more than {_MAX_JPEG_MARKERS:,} marker segments; a photo "
+        f"has a few dozen. Save it again as a baseline JPEG.",
+        code="image_too_complex",
+    )
 
 
 def _check_header(image: Image.Image) -> None:
@@ -176,6 +281,8 @@ def _orientation(image: Image.Image) -> int | None:
     """The EXIF (or XMP) orientation, 1-8, or None."""
     try:
         return image.getexif().get(0x0112)
+    except _DecodeTimeout:
+        raise
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose the image
         return None
 
