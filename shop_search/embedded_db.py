@@ -55,9 +55,10 @@ def database_settings(
         }
     if pool:
         config.setdefault("OPTIONS", {})["pool"] = dict(pool)
-    else:
-        # A pool only hands out healthy connections by itself.
-        config.setdefault("CONN_HEALTH_CHECKS", True)
+    # Without a pool: test a kept connection before a request uses it. With
+    # a pool, Django has the pool test each connection it hands out, so the
+    # dead connections a database restart leaves behind are replaced.
+    config.setdefault("CONN_HEALTH_CHECKS", True)
     return config
 
 
