@@ -2,8 +2,11 @@
 Safe image loading: the one place where shop_search decodes an image.
 
 Limits are checked before any pixel is decoded: the file's bytes, the pixels
-its header declares, its aspect ratio and, for JPEG, its scans. A decode that
-takes longer than ``MAX_DECODE_SECONDS`` is stopped.
+its header declares (a lower limit for shoppers' uploads than for product
+images), its aspect ratio and, for JPEG, its scans. A decode that takes longer
+than ``MAX_DECODE_SECONDS`` is stopped, and shoppers' uploads are decoded at
+most ``MAX_CONCURRENT_DECODES`` at a time per process, so a burst of uploads
+costs bounded memory.
 
 Large images are reduced while they are converted (JPEGs while they are
 decoded), a strip at a time, so an image never exists twice at full size;
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 import warnings
 from typing import IO, Any
@@ -24,12 +28,13 @@ from typing import IO, Any
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .conf import shop_search_settings
-from .exceptions import ImageError
+from .exceptions import ImageError, SearchBusy
 
 __all__ = [
     "load_image",
     "letterbox",
     "to_rgb",
+    "decode_gate",
     "ALLOWED_FORMATS",
     "MAX_ASPECT",
     "WORKING_SIZE",
@@ -76,16 +81,69 @@ _TRANSPOSE = {
 }
 
 
-def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Image:
+class _DecodeGate:
+    """
+    Bounds the shoppers' images decoded at once in this process
+    (``MAX_CONCURRENT_DECODES``): decoding a large image costs tens of MB
+    for a moment, so a burst of uploads must queue, not add up. A decode
+    waits at most ``DECODE_QUEUE_TIMEOUT`` seconds for a slot, then raises
+    :class:`SearchBusy` (the API answers 503 with Retry-After).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self.running = self.waiting = 0
+
+    def __enter__(self) -> None:
+        limit = max(1, int(shop_search_settings.MAX_CONCURRENT_DECODES))
+        timeout = float(shop_search_settings.DECODE_QUEUE_TIMEOUT)
+        with self._lock:
+            self.waiting += 1
+            try:
+                ready = self._lock.wait_for(lambda: self.running < limit, timeout)
+            finally:
+                self.waiting -= 1
+            if not ready:
+                raise SearchBusy(
+                    "Too many images are being decoded at once; try again in a "
+                    "few seconds."
+                )
+            self.running += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self.running -= 1
+            self._lock.notify_all()
+
+
+decode_gate = _DecodeGate()
+
+
+def load_image(
+    source: Any, *, max_side: int | None = WORKING_SIZE, upload: bool = False
+) -> Image.Image:
     """
     Open ``source`` (a path, bytes, a file object or a Django ``File``) as RGB,
     its longest side at most ``max_side`` (None: full size).
+
+    ``upload=True`` is for images from shoppers (photo search, shop the look):
+    the pixel limit is ``MAX_UPLOAD_PIXELS`` instead of ``MAX_IMAGE_PIXELS``,
+    and the decode waits for a slot in :data:`decode_gate`, raising
+    :class:`~shop_search.exceptions.SearchBusy` if none frees up in time.
 
     Raises ``ImageError`` with one of the codes ``image_too_large``,
     ``image_too_many_pixels``, ``image_too_complex``, ``image_extreme_aspect``,
     ``image_unsupported_format``, ``image_corrupt``, ``image_empty`` or
     ``image_unreadable``.
     """
+    if not upload:
+        return _load(source, max_side, upload=False)
+    with decode_gate:
+        # The bytes are read inside the gate too: waiting uploads hold none.
+        return _load(source, max_side, upload=True)
+
+
+def _load(source: Any, max_side: int | None, *, upload: bool) -> Image.Image:
     data = _read_bytes(source)
     max_bytes = shop_search_settings.MAX_IMAGE_BYTES
     if not data:
@@ -96,8 +154,13 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
             f"(SHOP_SEARCH['MAX_IMAGE_BYTES']).",
             code="image_too_large",
         )
+    limit = "MAX_UPLOAD_PIXELS" if upload else "MAX_IMAGE_PIXELS"
     if data.startswith(b"\xff\xd8"):
         _check_jpeg_scans(data)
+    declared = _webp_size(data)
+    if declared:
+        # Pillow's WebP decoder allocates its canvas when the file is opened.
+        _check_size(*declared, limit)
     seconds = shop_search_settings.MAX_DECODE_SECONDS
     try:
         with warnings.catch_warnings():
@@ -105,7 +168,7 @@ def load_image(source: Any, *, max_side: int | None = WORKING_SIZE) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(_DeadlineReader(data, seconds))
             image.decodermaxblock = _READ_BLOCK
-            _check_header(image)
+            _check_header(image, limit)
             # Reading a PNG's EXIF decodes it (the eXIf chunk may follow the
             # pixels), after the checks above.
             orientation = _orientation(image)
@@ -166,7 +229,8 @@ class _DeadlineReader(io.BytesIO):
     The image's bytes, as the file Pillow decodes from. Pillow's decoders
     read compressed data a block at a time and decode each block before
     reading the next; past the deadline, the next read raises, which stops
-    the decode however slow each block's pixels are to produce.
+    the decode however slow each block's pixels are to produce. (WebP and
+    AVIF decode in one call, bounded by their pixel limit instead.)
     """
 
     def __init__(self, data: bytes, seconds: float | None) -> None:
@@ -253,14 +317,38 @@ def _check_jpeg_scans(data: bytes) -> None:
     )
 
 
-def _check_header(image: Image.Image) -> None:
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """A WebP's canvas size from its first chunk's header, or None."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+    elif chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width = int.from_bytes(data[26:28], "little") & 0x3FFF
+        height = int.from_bytes(data[28:30], "little") & 0x3FFF
+    elif chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        width = (bits & 0x3FFF) + 1
+        height = ((bits >> 14) & 0x3FFF) + 1
+    else:
+        return None
+    return width, height
+
+
+def _check_header(image: Image.Image, limit: str) -> None:
     if image.format not in ALLOWED_FORMATS:
         raise ImageError(
             f"Image format {image.format} is not accepted; use JPEG, PNG, WebP or GIF.",
             code="image_unsupported_format",
         )
-    width, height = image.size
-    max_pixels = shop_search_settings.MAX_IMAGE_PIXELS
+    _check_size(*image.size, limit)
+
+
+def _check_size(width: int, height: int, limit: str) -> None:
+    """Refuse an empty, extremely long or too large (setting ``limit``) size."""
+    max_pixels = getattr(shop_search_settings, limit)
     if width < 1 or height < 1:
         raise ImageError("The image has no pixels.", code="image_corrupt")
     if max(width, height) > MAX_ASPECT * min(width, height):
@@ -272,7 +360,7 @@ def _check_header(image: Image.Image) -> None:
     if width * height > max_pixels:
         raise ImageError(
             f"The image is {width}x{height} = {width * height:,} pixels; the limit "
-            f"is {max_pixels:,} (SHOP_SEARCH['MAX_IMAGE_PIXELS']).",
+            f"is {max_pixels:,} (SHOP_SEARCH[{limit!r}]). Upload a smaller image.",
             code="image_too_many_pixels",
         )
 
