@@ -131,8 +131,7 @@ class SearchableAdminMixin:
             return exc.message
         if not suggestions:
             return _("Available once the product is indexed.")
-        field = self.model.search_category_field
-        current = getattr(obj, f"{field}_id", None)
+        current = categories.current_category_pks(obj)
         info = self.model._meta.app_label, self.model._meta.model_name
         rows = []
         for suggestion in suggestions:
@@ -140,7 +139,7 @@ class SearchableAdminMixin:
                 "admin:%s_%s_accept_category" % info,
                 args=[obj.pk, suggestion.category.pk],
             )
-            if suggestion.category.pk == current:
+            if suggestion.category.pk in current:
                 button = format_html("<em>{}</em>", _("current"))
             else:
                 button = format_html(
@@ -149,7 +148,13 @@ class SearchableAdminMixin:
                     url,
                     _("Accept"),
                 )
-            rows.append((suggestion.category, f"{suggestion.probability:.0%}", button))
+            rows.append(
+                (
+                    categories.display_name(suggestion.category),
+                    f"{suggestion.probability:.0%}",
+                    button,
+                )
+            )
         return format_html(
             "<table><tbody>{}</tbody></table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
@@ -166,15 +171,14 @@ class SearchableAdminMixin:
         field = self.model.search_category_field
         category_model = categories.category_model(self.model)
         category = get_object_or_404(category_model._default_manager, pk=category_id)
-        setattr(obj, field, category)
-        obj.save(update_fields=[field])
+        how = categories.assign(obj, category)
         self.log_change(request, obj, [{"changed": {"fields": [field]}}])
-        self.message_user(
-            request,
-            _("Category of “%(product)s” set to “%(category)s”.")
-            % {"product": obj, "category": category},
-            messages.SUCCESS,
-        )
+        names = {"product": obj, "category": categories.display_name(category)}
+        if how == "added":
+            message = _("“%(category)s” added to the categories of “%(product)s”.")
+        else:
+            message = _("Category of “%(product)s” set to “%(category)s”.")
+        self.message_user(request, message % names, messages.SUCCESS)
         info = self.model._meta.app_label, self.model._meta.model_name
         return HttpResponseRedirect(reverse("admin:%s_%s_change" % info, args=[obj.pk]))
 
@@ -200,19 +204,29 @@ class SearchableAdminMixin:
                 product,
                 [{"changed": {"fields": [queryset.model.search_category_field]}}],
             )
+        name = categories.display_name
         listing = "; ".join(
-            f"{product}: {old} → {new} ({probability:.0%})"
+            f"{product}: {name(old)} → {name(new)} ({probability:.0%})"
+            if old is not None
+            else f"{product}: + {name(new)} ({probability:.0%})"
             for product, old, new, probability in changes
         )
-        self.message_user(
-            request,
-            ngettext(
+        if categories.is_many(queryset.model):
+            text = ngettext(
+                "Added a category to %(n)d product (its other categories are "
+                "kept): %(list)s",
+                "Added a category to %(n)d products (their other categories are "
+                "kept): %(list)s",
+                len(changes),
+            )
+        else:
+            text = ngettext(
                 "Changed the category of %(n)d product: %(list)s",
                 "Changed the category of %(n)d products: %(list)s",
                 len(changes),
             )
-            % {"n": len(changes), "list": listing},
-            messages.SUCCESS,
+        self.message_user(
+            request, text % {"n": len(changes), "list": listing}, messages.SUCCESS
         )
 
     apply_suggested_categories.short_description = _(  # type: ignore[attr-defined]

@@ -35,6 +35,12 @@ __all__ = [
     "suggest_for_product",
     "for_query",
     "apply_suggestions",
+    "assign",
+    "current_category_pks",
+    "descendant_pks",
+    "display_name",
+    "in_category",
+    "is_many",
 ]
 
 
@@ -47,7 +53,8 @@ class Suggestion:
 
 
 def category_model(model: type[SearchableProduct]) -> type[models.Model]:
-    """The category model behind ``search_category_field`` (a ForeignKey)."""
+    """The category model behind ``search_category_field`` (a ForeignKey or a
+    many-to-many field)."""
     name = model.search_category_field
     if not name:
         raise ShopSearchError(
@@ -58,12 +65,103 @@ def category_model(model: type[SearchableProduct]) -> type[models.Model]:
     return model._meta.get_field(name).related_model
 
 
+def is_many(model: type[SearchableProduct]) -> bool:
+    """Whether a product has many categories (a many-to-many field)."""
+    return model._meta.get_field(model.search_category_field).many_to_many
+
+
+def display_name(category: Any) -> str:
+    """A readable name: ``str(category)``, unless that is Django's default
+    "Category object (3)" and the model has a ``name`` or ``title``."""
+    if type(category).__str__ is models.Model.__str__:
+        for attribute in ("name", "title"):
+            value = getattr(category, attribute, None)
+            if isinstance(value, str) and value:
+                return value
+    return str(category)
+
+
+def descendant_pks(category: Any) -> list[Any]:
+    """
+    The category and every category below it, for filters ("Clothing" finds
+    dresses). Trees from django-treebeard and django-mptt (their
+    ``get_descendants()``) and plain parent pointers (a ForeignKey from the
+    category model to itself) are understood; a flat model gives the
+    category alone.
+    """
+    get_descendants = getattr(category, "get_descendants", None)
+    if callable(get_descendants):
+        return [category.pk, *get_descendants().values_list("pk", flat=True)]
+    parent = _parent_field(type(category))
+    if parent is None:
+        return [category.pk]
+    # One query for the whole tree: shops have hundreds of categories, not
+    # millions, and this works on any depth without a recursive CTE.
+    children: dict[Any, list[Any]] = {}
+    rows = type(category)._default_manager.values_list("pk", parent.attname)
+    for pk, parent_pk in rows:
+        children.setdefault(parent_pk, []).append(pk)
+    found, frontier = [category.pk], [category.pk]
+    seen = {category.pk}
+    while frontier:
+        frontier = [c for pk in frontier for c in children.get(pk, ()) if c not in seen]
+        seen.update(frontier)
+        found.extend(frontier)
+    return found
+
+
+def _parent_field(model: type[models.Model]) -> models.Field | None:
+    for field in model._meta.get_fields():
+        if field.many_to_one and field.related_model is model and field.concrete:
+            return field
+    return None
+
+
+def in_category(queryset: models.QuerySet, category: Any) -> models.QuerySet:
+    """``queryset`` narrowed to ``category`` (an instance or a pk) and the
+    categories below it, one row per product whatever the kind of field."""
+    model = queryset.model
+    if not isinstance(category, models.Model):
+        category = category_model(model)._default_manager.filter(pk=category).first()
+        if category is None:
+            return queryset.none()
+    lookup = f"{model.search_category_field}__in"
+    pks = descendant_pks(category)
+    if is_many(model):
+        matching = model._base_manager.filter(**{lookup: pks}).values("pk")
+        return queryset.filter(pk__in=matching)
+    return queryset.filter(**{lookup: pks})
+
+
+def current_category_pks(product: Any) -> set[Any]:
+    """The pks of the categories ``product`` has now."""
+    field = type(product).search_category_field
+    if is_many(type(product)):
+        return set(getattr(product, field).values_list("pk", flat=True))
+    value = getattr(product, f"{field}_id", None)
+    return set() if value is None else {value}
+
+
+def assign(product: Any, category: Any) -> str:
+    """
+    Give ``product`` the ``category``: a ForeignKey is replaced ("set"), a
+    many-to-many field gains it and keeps the others ("added").
+    """
+    field = type(product).search_category_field
+    if is_many(type(product)):
+        getattr(product, field).add(category)
+        return "added"
+    setattr(product, field, category)
+    product.save(update_fields=[field])
+    return "set"
+
+
 def category_names(category: Any) -> dict[str, str]:
     """``{language: name}`` for a category (see the module docstring)."""
     custom = getattr(category, "search_category_names", None)
     if callable(custom):
         return dict(custom())
-    names = {"en": str(category)}
+    names = {"en": display_name(category)}
     translations = getattr(category, "translations", None)
     if isinstance(translations, dict):
         names.update(
@@ -162,26 +260,40 @@ def apply_suggestions(
     queryset: models.QuerySet, *, threshold: float
 ) -> list[tuple[Any, Any, Any, float]]:
     """
-    Set each product's category to its top suggestion when that suggestion's
-    probability is at least ``threshold`` and differs from the current one.
-    Returns ``(product, old, new, probability)`` for each change.
+    Give each product its top suggestion when that suggestion's probability
+    is at least ``threshold`` and the product does not have it yet: a
+    ForeignKey category is replaced, a many-to-many one is added (the
+    product keeps its other categories). Returns ``(product, old, new,
+    probability)`` for each change; ``old`` is the replaced category, or
+    None when the category was added.
     """
     model = queryset.model
     field = model.search_category_field
+    many = is_many(model)
     categories = all_categories(model)
     changes = []
     with transaction.atomic(using=queryset.db):
         current = queryset.filter(
             search_embedding__isnull=False, search_model=serving().image_model
         )
-        for product in current.select_related(field):
+        related = (
+            current.prefetch_related(field) if many else current.select_related(field)
+        )
+        for product in related:
             suggestions = classify(product.search_embedding, categories)
             if not suggestions:
                 continue
             best = suggestions[0]
-            old = getattr(product, field)
-            if best.probability >= threshold and best.category != old:
-                setattr(product, field, best.category)
-                product.save(update_fields=[field])
-                changes.append((product, old, best.category, best.probability))
+            if best.probability < threshold:
+                continue
+            if many:
+                if best.category in getattr(product, field).all():
+                    continue
+                old = None
+            else:
+                old = getattr(product, field)
+                if best.category == old:
+                    continue
+            assign(product, best.category)
+            changes.append((product, old, best.category, best.probability))
     return changes

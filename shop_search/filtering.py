@@ -152,6 +152,7 @@ def apply_filters(
     """Filter ``queryset`` by the configured parameters present in ``params``."""
     applied: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
+    category_lookup = getattr(queryset.model, "search_category_field", None)
     for param in filter_params(queryset.model):
         raw = params.get(param.name)
         if raw is None:
@@ -163,7 +164,12 @@ def apply_filters(
             errors[param.name] = list(exc.messages)
             continue
         applied[param.name] = value
-        if _multi_valued(queryset.model, param.lookup):
+        if param.name == "category" and param.lookup == category_lookup:
+            # A category finds the products of the categories below it too.
+            from .categories import in_category
+
+            queryset = in_category(queryset, value)
+        elif _multi_valued(queryset.model, param.lookup):
             # A join to many rows (many-to-many, a reverse foreign key such
             # as stock records) would repeat a product once per matching
             # row; a subquery keeps one row per product.

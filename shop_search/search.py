@@ -545,7 +545,7 @@ def shop_the_look(
     model has ``search_category_field`` (falling back to all products if that
     category has none), and always for the whole image too.
     """
-    from .categories import all_categories
+    from .categories import all_categories, in_category
 
     picture = load_image(image)
     model = queryset.model
@@ -559,11 +559,11 @@ def shop_the_look(
     for detection, vector in zip(detections, vectors[1:], strict=True):
         page = Page(hits=[], limit=1, offset=0, has_more=False)
         if model.search_category_field:
-            in_category = queryset.filter(
-                **{model.search_category_field: detection.category}
-            )
             page = nearest(
-                in_category, vector, limit=limit, image_model=current.image_model
+                in_category(queryset, detection.category),
+                vector,
+                limit=limit,
+                image_model=current.image_model,
             )
         if not page.hits:
             page = nearest(

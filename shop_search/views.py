@@ -21,6 +21,7 @@ from django.views import View
 
 from . import categories, search, throttling
 from .api.serializers import image_url
+from .conf import import_from_setting, shop_search_settings
 from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from .filtering import apply_filters
 from .images import load_image
@@ -99,7 +100,11 @@ class SearchPageView(View):
                 offset=form.cleaned_data["offset"] or 0,
             )
             chips = [
-                {"category": x.category, "probability": x.probability}
+                {
+                    "category": x.category,
+                    "name": categories.display_name(x.category),
+                    "probability": x.probability,
+                }
                 for x in categories.for_query(
                     queryset.model, query, top=4, current=current
                 )
@@ -142,7 +147,7 @@ class SearchPageView(View):
                     "items": [
                         {
                             "number": n,
-                            "label": str(item.category),
+                            "label": categories.display_name(item.category),
                             "score": item.score,
                             "style": _box_style(item.box, look.image_size),
                             "results": self.results(item.page),
@@ -164,9 +169,21 @@ class SearchPageView(View):
                 "product": hit.object,
                 "score": hit.score,
                 "image": image_url(hit.object, self.request),
+                "price": self.accessor("RESULT_PRICE", hit.object),
+                "url": self.accessor("RESULT_URL", hit.object),
             }
             for hit in page
         ]
+
+    def accessor(self, setting: str, product: Any) -> Any:
+        """``RESULT_PRICE`` / ``RESULT_URL`` for one product (see conf.py)."""
+        name = getattr(shop_search_settings, setting)
+        if not name:
+            return None
+        if "." in name:
+            return import_from_setting(setting)(product, self.request)
+        value = getattr(product, name, None)
+        return value() if callable(value) else value
 
     def render_error(
         self, context: dict[str, Any], exc: ShopSearchError

@@ -193,7 +193,7 @@ class _SearchView(APIView):
 def _category_data(suggestion: categories_module.Suggestion) -> dict[str, Any]:
     return {
         "id": suggestion.category.pk,
-        "name": str(suggestion.category),
+        "name": categories_module.display_name(suggestion.category),
         "probability": round(suggestion.probability, 6),
     }
 
@@ -300,7 +300,7 @@ class ImageSearchView(_SearchView):
                     "items": [
                         {
                             "box": list(item.box),
-                            "label": str(item.category),
+                            "label": categories_module.display_name(item.category),
                             "category": _category_data(
                                 categories_module.Suggestion(item.category, item.score)
                             ),
