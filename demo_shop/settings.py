@@ -125,6 +125,7 @@ SHOP_SEARCH = {
     "INDEXING_MODE": os.environ.get("SHOP_SEARCH_INDEXING_MODE", "sync"),
     "PRECISION": os.environ.get("SHOP_SEARCH_PRECISION", "fp32"),
     "PRODUCT_SERIALIZER": "demo_shop.catalog.serializers.ProductSerializer",
+    "RESULT_PRICE": "demo_shop.catalog.display.price_label",
     "FILTERS": {
         "min_price": "price__gte",
         "max_price": "price__lte",

@@ -138,6 +138,12 @@ DEFAULTS: dict[str, Any] = {
         "a blank wall",
         "a plain white surface",
     ],
+    # The storefront page's result card: how to read a product's price and
+    # link. An attribute or method name of the product ("price",
+    # "get_absolute_url"), or a dotted path to a function (product, request)
+    # -> value, for prices on stock records or URLs by slug. None: not shown.
+    "RESULT_PRICE": "price",
+    "RESULT_URL": "get_absolute_url",
     # API: the product serializer, and throttle rates per scope.
     "PRODUCT_SERIALIZER": "shop_search.api.serializers.ProductSerializer",
     # shop_search_auth counts failed logins (wrong HTTP Basic passwords...)
