@@ -5,7 +5,10 @@ import tempfile
 from pathlib import Path
 
 from demo_shop.settings import *  # noqa: F401,F403
-from demo_shop.settings import BASE_DIR, DATABASES, SHOP_SEARCH
+from demo_shop.settings import BASE_DIR, DATABASES, INSTALLED_APPS, SHOP_SEARCH
+
+# A second searchable model, shaped like a shop framework's catalog.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.framework_shop"]
 
 # Built by tests/conftest.py (shop_search.testing.build_test_models) on first run.
 TEST_MODELS_DIR = Path(BASE_DIR) / ".models"
@@ -20,6 +23,8 @@ SHOP_SEARCH = {
     "THROTTLE_RATES": {},
     # Tests see every change at once; test_api turns the cache on itself.
     "RESULT_CACHE_SECONDS": 0,
+    # The API and the page search the demo's catalog unless a test says not.
+    "PRODUCT_MODEL": "catalog.Product",
 }
 
 # Shared with the subprocesses the fault tests start (they inherit the variable).
