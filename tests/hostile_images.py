@@ -217,6 +217,15 @@ def corpus() -> list[tuple[str, bytes]]:
     items.append(("bomb-png-100000x1.png", png_with_header(100000, 100000, rows=1)))
     items.append(("bomb-jpeg-60000x60000.jpg", jpeg_with_size(60000, 60000)))
     items.append(("zero-bomb-6000x6000.png", png_zero_bomb(6000)))
+    # issue 11: 28.6 s of CPU in 270 KB; 600 MB of memory in 2 KB (within
+    # the product images' pixel limit, above the uploads')
+    items.append(
+        (
+            "repeated-scans-6000x6000.jpg",
+            progressive_jpeg_with_repeated_scans(6000, 1000),
+        )
+    )
+    items.append(("webp-6300x6300.webp", flat_webp(6300, lossless=True)))
     items.append(
         ("gif-screen-65535.gif", b"GIF89a\xff\xff\xff\xff\x00\x00\x00" + b"\0" * 20)
     )
