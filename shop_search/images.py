@@ -343,6 +343,16 @@ def _check_header(image: Image.Image, limit: str) -> None:
             f"Image format {image.format} is not accepted; use JPEG, PNG, WebP or GIF.",
             code="image_unsupported_format",
         )
+    if (
+        image.format == "JPEG"
+        and image.mode in ("RGB", "L")
+        and not image.info.get("progressive")
+    ):
+        # libjpeg decodes a baseline JPEG straight to the reduced size (draft
+        # mode): a 40-megapixel phone photo costs a few MB, so shoppers'
+        # photos get the product images' limit. Progressive and CMYK JPEGs
+        # buffer every coefficient at full size and keep the upload limit.
+        limit = "MAX_IMAGE_PIXELS"
     _check_size(*image.size, limit)
 
 

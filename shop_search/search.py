@@ -339,7 +339,7 @@ def text_vector(query: str, encoder: Any = None) -> np.ndarray:
 
 def image_vector(source: Any, encoder: Any = None) -> np.ndarray:
     """The embedding of an uploaded image (bytes, file, path). Raises ImageError."""
-    image = load_image(source)
+    image = load_image(source, upload=True)
     encoder = encoder or serving().image_encoder
     with encoder_gate:
         return encoder.encode_images([image])[0]
@@ -547,7 +547,7 @@ def shop_the_look(
     """
     from .categories import all_categories, in_category
 
-    picture = load_image(image)
+    picture = load_image(image, upload=True)
     model = queryset.model
     categories = all_categories(model) if model.search_category_field else []
     current = serving(queryset.db)

@@ -203,7 +203,7 @@ class SearchPageView(View):
 
 def _preview(data: bytes) -> str:
     """The uploaded photo as a small JPEG data URL, to draw the boxes on."""
-    image = load_image(data, max_side=640)
+    image = load_image(data, max_side=640, upload=True)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

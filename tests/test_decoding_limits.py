@@ -123,7 +123,7 @@ def test_a_slow_decode_is_stopped_at_the_deadline(limits):
     ("fmt", "options"),
     [
         ("PNG", {}),
-        ("JPEG", {}),
+        ("JPEG", {"progressive": True}),
         ("WEBP", {}),
         ("WEBP", {"lossless": True}),
         ("GIF", {}),
@@ -265,3 +265,17 @@ def test_a_huge_webp_upload_is_refused_before_its_canvas_is_allocated(tmp_path):
     outcome, growth = _peak_growth(tmp_path, huge, small)
     assert outcome == "image_too_many_pixels"
     assert growth < 20
+
+
+def test_a_baseline_jpeg_photo_is_decoded_small_so_it_gets_the_product_limit(limits):
+    """A phone photo (baseline JPEG) costs a few MB at reduced size: shoppers
+    may upload it up to the product images' limit."""
+    limits(MAX_UPLOAD_PIXELS=100 * 100, MAX_IMAGE_PIXELS=200 * 200)
+    buffer = io.BytesIO()
+    Image.new("RGB", (150, 150), "red").save(buffer, format="JPEG")
+    assert load_image(buffer.getvalue(), upload=True).size == (150, 150)
+    buffer = io.BytesIO()
+    Image.new("RGB", (250, 250), "red").save(buffer, format="JPEG")
+    error = _refused(buffer.getvalue(), upload=True)[0]
+    assert error.code == "image_too_many_pixels"
+    assert "MAX_IMAGE_PIXELS" in error.message

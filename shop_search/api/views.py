@@ -57,7 +57,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_STATUS = {"image_too_large": 413, "image_too_many_pixels": 413}
+_IMAGE_STATUS = {
+    "image_too_large": 413,
+    "image_too_many_pixels": 413,
+    "image_too_complex": 413,
+}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -280,7 +284,7 @@ class ImageSearchView(_SearchView):
                 s.SearchResultSerializer,
                 description="Results; with group=look, a LookResult instead.",
             ),
-            413: OpenApiResponse(s.ErrorSerializer, description="Image too large."),
+            413: OpenApiResponse(s.ErrorSerializer, description="Image too large or too costly to decode."),
             415: OpenApiResponse(s.ErrorSerializer, description="Not multipart."),
             **_ERRORS,
         },
