@@ -26,6 +26,7 @@ from .conf import shop_search_settings
 from .exceptions import ShopSearchError
 from .models import SearchableProduct
 from .switching import serving
+from .vectors import text_vector
 
 __all__ = [
     "Suggestion",
@@ -234,8 +235,6 @@ def for_query(
     model: type[SearchableProduct], query: str, *, top: int, current: Any = None
 ) -> list[Suggestion]:
     """The ``top`` categories a (normalised) text query most likely means."""
-    from .search import text_vector
-
     if not model.search_category_field:
         return []
     current = current or serving()

@@ -74,6 +74,33 @@ DEFAULTS: dict[str, Any] = {
     # Drop results whose similarity is below this (None: keep all). CLIP
     # text-to-image similarities of good matches are typically 0.25-0.35.
     "MIN_SCORE": None,
+    # --- Text search: the product's own words fused with its image ---
+    # Reciprocal rank fusion: a product's score is the sum over the channels
+    # that found it of weight / (RRF_K + its rank there). "identifier": the
+    # query is its SKU/GTIN; "name": all query words are in its words;
+    # "typo": the same after spelling correction; "some_words": some query
+    # words (only when no product has them all); "meaning": the text model's
+    # embedding of its names; "image": its image.
+    "CHANNEL_WEIGHTS": {
+        "identifier": 4.0,
+        "name": 2.0,
+        "typo": 2.0,
+        "some_words": 1.0,
+        "meaning": 1.0,
+        "image": 1.0,
+    },
+    "RRF_K": 60,
+    # Hits each channel contributes to the fusion (deeper pages use more).
+    "CHANNEL_DEPTH": 100,
+    # Matching products are counted exactly up to this many ("1000+").
+    "COUNT_CAP": 1000,
+    # When no product's words match and no image or meaning scores above
+    # the noise floor (what nonsense queries score on this catalog with the
+    # serving models, measured at run time), answer no_match instead of
+    # showing random neighbours. False: always show the nearest.
+    "NO_MATCH": True,
+    # Sort orders besides "relevance": parameter value -> order_by() fields.
+    "SORTS": {"price": ["price", "pk"], "-price": ["-price", "pk"]},
     # Query embeddings kept in memory (per process), so a repeated query is
     # not encoded again.
     "QUERY_CACHE_SIZE": 1024,

@@ -22,7 +22,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from django.db import models
 
 from .conf import shop_search_settings
-from .search import QueryError
+from .vectors import QueryError
 
 __all__ = ["FilterParam", "filter_params", "apply_filters", "FilterError"]
 

@@ -1,88 +1,65 @@
 """
-The only read path: every search reads vectors through this module.
+The read door: every search goes through this module. Each function takes a
+base queryset (the shop's visibility and filters) and returns a
+:class:`~shop_search.ranking.Page` of hits, best first.
 
-Each function takes a base queryset (the shop's own filters: category, price,
-stock, channel...) and returns a :class:`Page` of :class:`Hit` (product and
-similarity score, highest first). Filters run in the same SQL query as the
-HNSW ordering, with pgvector's iterative index scans, and a page that asks
-for k products returns k whenever at least k products match: if the index
-scan gives up early (``MAX_SCAN_TUPLES``), the page is refilled by an exact
-scan. Only vectors made by the current ``IMAGE_MODEL`` are compared.
+- :func:`search_text` fuses the channels over the product's own words
+  (:mod:`shop_search.lexical`) with the image channel;
+- :func:`search_image`, :func:`similar_products` and :func:`shop_the_look`
+  rank by image vectors (:mod:`shop_search.ranking`).
+
+Only vectors made by the serving models are compared.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import unicodedata
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, models, transaction
-from django.db.models import ExpressionWrapper, FloatField
-from django.db.models.functions import Cast
-from pgvector.django import MaxInnerProduct
+from django.db import models
 
-from . import result_cache
+from . import lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
-from .exceptions import SearchBusy, ShopSearchError
 from .images import load_image
 from .models import SearchableProduct, searchable_models
+from .ranking import Hit, Page, check_limit, estimated_rows, nearest, rank_nearest
 from .switching import serving
+from .vectors import (
+    VISIBLE_PATTERN,
+    QueryError,
+    encoder_gate,
+    image_vector,
+    normalize_query,
+    query_cache,
+    text_vector,
+)
 
 __all__ = [
     "Hit",
     "Page",
     "QueryError",
+    "VISIBLE_PATTERN",
     "product_model",
     "visible_products",
     "normalize_query",
+    "query_cache",
+    "encoder_gate",
     "text_vector",
     "image_vector",
     "nearest",
+    "estimated_rows",
     "search_text",
+    "suggest",
+    "Suggestions",
     "search_image",
     "similar_products",
     "shop_the_look",
     "Look",
     "LookItem",
 ]
-
-
-class QueryError(ShopSearchError):
-    """A search query that cannot be run (empty, too long, bad parameters)."""
-
-    code = "invalid_query"
-
-
-@dataclass
-class Hit:
-    """One result: the product and its cosine similarity to the query."""
-
-    object: Any
-    score: float
-
-
-@dataclass
-class Page:
-    """A page of results. ``has_more``: a next page exists at ``offset + limit``."""
-
-    hits: list[Hit]
-    limit: int
-    offset: int
-    has_more: bool
-    exact: bool = False  # the page was filled by an exact scan
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __iter__(self):
-        return iter(self.hits)
-
-    def __len__(self) -> int:
-        return len(self.hits)
 
 
 def product_model() -> type[SearchableProduct]:
@@ -124,366 +101,279 @@ def visible_products(request: Any = None) -> models.QuerySet:
     return product_model()._default_manager.all()
 
 
-# --- query vectors -----------------------------------------------------------
-
-
-_DROPPED_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
-
-
-def _is_dropped(ch: str) -> bool:
-    # Format characters outside the BMP (tag characters...) are left alone.
-    return ord(ch) < 0x10000 and unicodedata.category(ch) in _DROPPED_CATEGORIES
-
-
-def _invisible_ranges() -> list[tuple[int, int]]:
-    """BMP code points a query may not consist of only: dropped or whitespace."""
-    ranges: list[tuple[int, int]] = []
-    for code in range(0x10000):
-        ch = chr(code)
-        if _is_dropped(ch) or ch.isspace() or 0xD800 <= code <= 0xDFFF:
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1] = (ranges[-1][0], code)
-            else:
-                ranges.append((code, code))
-    return ranges
-
-
-#: A regular expression (for the OpenAPI schema) matching a query with at
-#: least one character that survives :func:`normalize_query`.
-VISIBLE_PATTERN = (
-    "[^"
-    + "".join(
-        f"\\u{a:04X}" if a == b else f"\\u{a:04X}-\\u{b:04X}"
-        for a, b in _invisible_ranges()
-    )
-    + "]"
-)
-
-
-def normalize_query(query: Any) -> str:
-    """
-    NFC-normalise, drop control and format characters, collapse whitespace.
-
-    Raises :class:`QueryError` (``query_empty`` / ``query_too_long``).
-    """
-    if not isinstance(query, str):
-        raise QueryError("The query must be text.", code="query_invalid")
-    text = unicodedata.normalize("NFC", query)
-    text = "".join(" " if _is_dropped(ch) else ch for ch in text)
-    text = " ".join(text.split())
-    if not text:
-        raise QueryError("The query is empty.", code="query_empty")
-    limit = shop_search_settings.MAX_QUERY_LENGTH
-    if len(text) > limit:
-        raise QueryError(
-            f"The query is {len(text)} characters long; the limit is {limit}.",
-            code="query_too_long",
-        )
-    return text
-
-
-class _LRU:
-    """A small thread-safe LRU cache of query vectors."""
-
-    def __init__(self) -> None:
-        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: tuple) -> np.ndarray | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: tuple, value: np.ndarray) -> None:
-        size = shop_search_settings.QUERY_CACHE_SIZE
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > max(size, 0):
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self.hits = self.misses = 0
-
-
-query_cache = _LRU()
-
-
-class _Job:
-    """A text query waiting to be encoded, alone or batched with others."""
-
-    __slots__ = ("encoder", "text", "vector", "error", "taken", "done")
-
-    def __init__(self, encoder: Any, text: str) -> None:
-        self.encoder, self.text = encoder, text
-        self.vector: np.ndarray | None = None
-        self.error: BaseException | None = None
-        self.taken = False  # into another request's batch
-        self.done = False
-
-
-class _EncoderGate:
-    """
-    Bounds the query encodings running at once (``QUERY_CONCURRENCY``) and
-    how long and how many requests wait for one; past that, :class:`SearchBusy`
-    (the API answers 503 with Retry-After) instead of an unbounded queue.
-
-    Text queries that arrive while the encoders are busy are encoded together
-    when a slot frees up: one forward pass over 8 short queries costs about
-    twice one over a single query, so under load a process answers several
-    times as many new queries per second, and alone a query never waits.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Condition()
-        self._queue: list[_Job] = []
-        self.running = self.waiting = 0
-
-    def _acquire(self, job: _Job | None = None) -> bool:
-        """Take a slot (True), or see ``job`` done in another's batch (False).
-        Called with the lock held."""
-        limit = max(1, int(shop_search_settings.QUERY_CONCURRENCY))
-        timeout = float(shop_search_settings.QUERY_QUEUE_TIMEOUT)
-        if self.running >= limit and (
-            self.waiting >= shop_search_settings.QUERY_MAX_WAITING
-        ):
-            raise SearchBusy("Too many searches are waiting; try again shortly.")
-        self.waiting += 1
-        try:
-            ready = self._lock.wait_for(
-                lambda: self.running < limit or (job is not None and job.taken),
-                timeout,
-            )
-        finally:
-            self.waiting -= 1
-        if job is not None and job.taken:
-            # Being encoded in another request's batch: wait for that, even
-            # past the timeout, since its vector is moments away.
-            self._lock.wait_for(lambda: job.done)
-            return False
-        if not ready:
-            raise SearchBusy("Search is busy; try again shortly.")
-        self.running += 1
-        return True
-
-    def _release(self) -> None:
-        self.running -= 1
-        self._lock.notify_all()
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self._acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        with self._lock:
-            self._release()
-
-    def encode_text(self, encoder: Any, text: str) -> np.ndarray:
-        """``encoder``'s vector for ``text``, batched with other waiting queries."""
-        job = _Job(encoder, text)
-        with self._lock:
-            self._queue.append(job)
-            try:
-                leading = self._acquire(job)
-            finally:
-                if not job.taken:
-                    self._queue.remove(job)
-            if leading:
-                # This request encodes its query and the others waiting for
-                # the same encoder, oldest first.
-                size = max(1, int(shop_search_settings.BATCH_SIZE))
-                batch = [job] + [j for j in self._queue if j.encoder is encoder]
-                batch = batch[:size]
-                for other in batch[1:]:
-                    other.taken = True
-                    self._queue.remove(other)
-        if leading:
-            try:
-                vectors = encoder.encode_texts([j.text for j in batch])
-            except BaseException as exc:
-                vectors = [None] * len(batch)
-                error: BaseException | None = exc
-            else:
-                error = None
-            with self._lock:
-                for other, vector in zip(batch, vectors, strict=True):
-                    other.vector, other.error, other.done = vector, error, True
-                self._release()
-        if job.error is not None:
-            raise job.error
-        return job.vector
-
-
-encoder_gate = _EncoderGate()
-
-
-def text_vector(query: str, encoder: Any = None) -> np.ndarray:
-    """The (cached) embedding of a normalised text query (serving text model)."""
-    encoder = encoder or serving().text_encoder
-    key = (encoder.model_id, query)
-    vector = query_cache.get(key)
-    if vector is None:
-        vector = encoder_gate.encode_text(encoder, query)
-        vector.setflags(write=False)
-        query_cache.put(key, vector)
-    return vector
-
-
-def image_vector(source: Any, encoder: Any = None) -> np.ndarray:
-    """The embedding of an uploaded image (bytes, file, path). Raises ImageError."""
-    image = load_image(source, upload=True)
-    encoder = encoder or serving().image_encoder
-    with encoder_gate:
-        return encoder.encode_images([image])[0]
-
-
-# --- nearest neighbours ---------------------------------------------------------
-
-
-def nearest(
-    queryset: models.QuerySet,
-    vector: np.ndarray,
-    *,
-    limit: int | None = None,
-    offset: int = 0,
-    min_score: float | None = None,
-    image_model: str | None = None,
-) -> Page:
-    """
-    The products of ``queryset`` nearest to ``vector``, best first.
-
-    ``vector`` must come from the serving models' space; only rows whose
-    vector was made by ``image_model`` (default: the serving image model)
-    are compared. ``min_score`` (default ``MIN_SCORE``) drops weaker results.
-    """
-    limit = _check_limit(limit, offset)
-    if min_score is None:
-        min_score = shop_search_settings.MIN_SCORE
-    model = queryset.model
-    embedding = model._meta.get_field("search_embedding")
-    query = Cast(
-        models.Value(embedding.get_prep_value(vector)), output_field=embedding.clone()
-    )
-    candidates = queryset.filter(
-        search_embedding__isnull=False,
-        search_model=image_model or serving(queryset.db).image_model,
-    ).defer("search_embedding")  # 512 numbers a row that results do not show
-    cache_key = result_cache.ranking_key(
-        candidates, vector, limit=limit, offset=offset, min_score=min_score
-    )
-    cached = result_cache.get(cache_key)
-    if cached is not None:
-        return _cached_page(candidates, cached, limit=limit, offset=offset)
-    distance = MaxInnerProduct("search_embedding", query)
-    window = slice(offset, offset + limit + 1)
-    # Ordering by an expression the index cannot serve makes PostgreSQL scan
-    # the (filtered) rows exactly.
-    exact_distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
-    exact_order = candidates.annotate(_distance=exact_distance).order_by("_distance")
-    threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
-    if threshold and estimated_rows(candidates) <= threshold:
-        # Few candidates (a selective filter, a small shop): an exact scan
-        # finds the true nearest, where a filtered HNSW scan can miss some (it
-        # follows the graph of all products).
-        rows = list(exact_order[window])
-        exact = True
-    else:
-        # ORDER BY "embedding <#> query" is what the HNSW index serves.
-        indexed = candidates.annotate(_distance=distance).order_by("_distance")
-        rows = _run(indexed[window], queryset.db)
-        exact = False
-        if len(rows) <= limit and candidates.count() > offset + len(rows):
-            # The iterative scan stopped before the page was full.
-            rows = list(exact_order[window])
-            exact = True
-    has_more = len(rows) > limit
-    # halfvec rounding can put a perfect match a hair above 1.
-    hits = [Hit(row, min(1.0, -float(row._distance))) for row in rows[:limit]]
-    if min_score is not None:
-        kept = [hit for hit in hits if hit.score >= min_score]
-        has_more = has_more and len(kept) == len(hits)
-        hits = kept
-    result_cache.put(
-        cache_key,
-        ([hit.object.pk for hit in hits], [hit.score for hit in hits], has_more, exact),
-    )
-    return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
-
-
-def _cached_page(
-    candidates: models.QuerySet, cached: Any, *, limit: int, offset: int
-) -> Page:
-    """A page from a cached ranking, its products read through ``candidates``
-    again (a product deleted or hidden since drops out)."""
-    pks, scores, has_more, exact = cached
-    rows = candidates.in_bulk(pks)
-    hits = [
-        Hit(rows[pk], score)
-        for pk, score in zip(pks, scores, strict=True)
-        if pk in rows
-    ]
-    return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
-
-
-def estimated_rows(queryset: models.QuerySet) -> int:
-    """
-    PostgreSQL's estimate of the rows ``queryset`` matches: planning only, no
-    rows read, so it costs one round trip (about a millisecond) at any catalog
-    size. It is close for filters on columns with statistics (``ANALYZE``,
-    which autovacuum runs); index the columns your filters use.
-    """
-    plan = json.loads(queryset.order_by().values("pk").explain(format="json"))
-    return int(plan[0]["Plan"]["Plan Rows"])
-
-
-def _run(queryset: models.QuerySet, using: str) -> list[Any]:
-    """Evaluate an index-ordered query with this module's HNSW settings."""
-    with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), "
-            "set_config('hnsw.iterative_scan', 'strict_order', true), "
-            "set_config('hnsw.max_scan_tuples', %s, true)",
-            [
-                str(int(shop_search_settings.EF_SEARCH)),
-                str(int(shop_search_settings.MAX_SCAN_TUPLES)),
-            ],
-        )
-        return list(queryset)
-
-
-def _check_limit(limit: int | None, offset: int) -> int:
-    if limit is None:
-        limit = shop_search_settings.DEFAULT_LIMIT
-    maximum = shop_search_settings.MAX_LIMIT
-    if not 1 <= limit <= maximum:
-        raise QueryError(f"limit must be from 1 to {maximum}.", code="invalid_limit")
-    if offset < 0:
-        raise QueryError("offset must be 0 or more.", code="invalid_offset")
-    return limit
-
-
 # --- the searches -----------------------------------------------------------------
 
 
 def search_text(
-    queryset: models.QuerySet, query: str, *, current: Any = None, **options: Any
+    queryset: models.QuerySet,
+    query: str,
+    *,
+    current: Any = None,
+    limit: int | None = None,
+    offset: int = 0,
+    sort: str = "relevance",
+    facets: bool = False,
 ) -> Page:
     """
-    Products whose images match a text query in any supported language.
-    ``current`` (a :class:`~shop_search.switching.Serving`) saves a lookup
-    when the caller already has it.
+    Products for a text query in any supported language: the channels over
+    the product's own words (its SKU, its name as typed or misspelt, its
+    translations, the meaning of its names) fused with its image by
+    reciprocal rank fusion (``CHANNEL_WEIGHTS``, ``RRF_K``).
+
+    Each hit says which channels ``matched``. ``page.extra`` holds ``count``
+    (matching products, ``count_exact`` False past ``COUNT_CAP``),
+    ``no_match`` (nothing matched better than nonsense does), ``words`` and
+    ``corrected`` (for highlighting), and with ``facets`` the matching
+    products per category. ``sort``: ``"relevance"`` or a key of ``SORTS``.
+    ``current`` (a :class:`~shop_search.switching.Serving`) saves a lookup.
     """
     current = current or serving(queryset.db)
-    vector = text_vector(normalize_query(query), current.text_encoder)
-    return nearest(queryset, vector, image_model=current.image_model, **options)
+    query = normalize_query(query)
+    limit = check_limit(limit, offset)
+    sorts = shop_search_settings.SORTS
+    if sort != "relevance" and sort not in sorts:
+        raise QueryError(
+            f"sort must be one of: relevance, {', '.join(sorts)}.",
+            code="invalid_sort",
+        )
+    vector = text_vector(query, current.text_encoder)
+    cache_key = result_cache.ranking_key(
+        queryset,
+        vector,
+        query=query,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        facets=facets,
+        models=(current.image_model, current.text_model),
+    )
+    cached = result_cache.get(cache_key)
+    if cached is not None:
+        return _cached_text_page(queryset, cached, limit=limit, offset=offset)
+    page = _search_text(queryset, query, vector, current, limit, offset, sort, facets)
+    result_cache.put(
+        cache_key,
+        (
+            [(hit.object.pk, hit.score, hit.matched) for hit in page],
+            page.has_more,
+            page.extra,
+        ),
+    )
+    return page
+
+
+def _cached_text_page(
+    queryset: models.QuerySet, cached: Any, *, limit: int, offset: int
+) -> Page:
+    """A cached text ranking, its products read through ``queryset`` again."""
+    ranked, has_more, extra = cached
+    rows = queryset.in_bulk([pk for pk, _score, _matched in ranked])
+    hits = [
+        Hit(rows[pk], score, matched) for pk, score, matched in ranked if pk in rows
+    ]
+    return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, extra=extra)
+
+
+def _search_text(
+    queryset: models.QuerySet,
+    query: str,
+    vector: np.ndarray,
+    current: Any,
+    limit: int,
+    offset: int,
+    sort: str,
+    facets: bool,
+) -> Page:
+    sorts = shop_search_settings.SORTS
+    depth = max(int(shop_search_settings.CHANNEL_DEPTH), offset + limit + 1)
+    if sort != "relevance":
+        depth = max(depth, int(shop_search_settings.COUNT_CAP))
+    channels = lexical.rank(
+        queryset, query, vector, text_model=current.text_model, depth=depth
+    )
+    images = rank_nearest(
+        queryset, vector, limit=depth, image_model=current.image_model
+    )
+    floors = noise_floors(queryset.model, current, queryset.db)
+    fused = _fuse(channels, images, floors)
+    matching = [key for key, (_s, matched) in fused.items() if matched]
+    extra: dict[str, Any] = {
+        "words": channels.words,
+        "corrected": channels.corrected,
+        "no_match": not matching and bool(shop_search_settings.NO_MATCH),
+        **_count(channels, matching, depth),
+    }
+    if facets:
+        extra["facets"] = _facets(queryset, matching)
+    if extra["no_match"]:
+        return Page(hits=[], limit=limit, offset=offset, has_more=False, extra=extra)
+    if sort != "relevance":
+        rows = list(
+            queryset.filter(pk__in=_pks(queryset.model, matching)).order_by(
+                *sorts[sort]
+            )[offset : offset + limit + 1]
+        )
+        hits = [Hit(row, *fused[str(row.pk)]) for row in rows]
+    else:
+        order = sorted(fused, key=lambda key: -fused[key][0])
+        window = order[offset : offset + limit + 1]
+        objects = {str(hit.object.pk): hit.object for hit in images}
+        missing = [key for key in window if key not in objects]
+        if missing:
+            fetched = queryset.in_bulk(_pks(queryset.model, missing))
+            objects.update({str(pk): obj for pk, obj in fetched.items()})
+        hits = [Hit(objects[key], *fused[key]) for key in window if key in objects]
+    return Page(
+        hits=hits[:limit],
+        limit=limit,
+        offset=offset,
+        has_more=len(hits) > limit,
+        extra=extra,
+    )
+
+
+def _fuse(
+    channels: lexical.Channels, images: Page, floors: tuple[float, float]
+) -> dict[str, tuple[float, list[str]]]:
+    """``{key: (fused score, matched channels)}``; image and meaning hits
+    count as matched only above their noise floors."""
+    weights = shop_search_settings.CHANNEL_WEIGHTS
+    k = float(shop_search_settings.RRF_K)
+    image_floor, meaning_floor = floors
+    ranked = dict(channels.hits)
+    ranked["image"] = [(str(hit.object.pk), hit.score) for hit in images]
+    fused: dict[str, tuple[float, list[str]]] = {}
+    for channel, hits in ranked.items():
+        weight = float(weights.get(channel, 1.0))
+        floor = {"image": image_floor, "meaning": meaning_floor}.get(channel)
+        for position, (key, score) in enumerate(hits, start=1):
+            total, matched = fused.get(key, (0.0, []))
+            if floor is None or score > floor:
+                matched = [*matched, channel]
+            fused[key] = (total + weight / (k + position), matched)
+    return fused
+
+
+def _count(channels: lexical.Channels, matching: list[str], depth: int) -> dict:
+    cap = int(shop_search_settings.COUNT_CAP)
+    count = max(len(matching), channels.word_matches)
+    exact = channels.word_matches <= cap and len(matching) < depth
+    return {"count": min(count, cap), "count_exact": exact and count <= cap}
+
+
+def _facets(queryset: models.QuerySet, matching: list[str]) -> list[dict[str, Any]]:
+    """Matching products per category, most first."""
+    from .categories import category_model, display_name
+
+    field = getattr(queryset.model, "search_category_field", None)
+    if not field or not matching:
+        return []
+    counts = (
+        queryset.filter(pk__in=_pks(queryset.model, matching))
+        .values(field)
+        .annotate(n=models.Count("pk", distinct=True))
+        .order_by("-n")
+    )
+    counts = [(row[field], row["n"]) for row in counts if row[field] is not None]
+    names = category_model(queryset.model)._default_manager.in_bulk(
+        [pk for pk, _n in counts]
+    )
+    return [
+        {"id": pk, "name": display_name(names[pk]), "count": n}
+        for pk, n in counts
+        if pk in names
+    ]
+
+
+def _pks(model: type[models.Model], keys: list[str]) -> list[Any]:
+    to_python = model._meta.pk.to_python
+    return [to_python(key) for key in keys]
+
+
+def _nonsense(count: int = 12) -> list[str]:
+    """Fixed random letter strings: queries that mean nothing anywhere."""
+    import random
+
+    rng = random.Random(20261127)
+    letters = "bcdfghjklmnpqrstvwxz"
+    return [
+        " ".join("".join(rng.choices(letters, k=rng.randint(4, 7))) for _ in "ab")
+        for _ in range(count)
+    ]
+
+
+_floors: dict[tuple, tuple[float, tuple[float, float]]] = {}
+FLOOR_SECONDS = 600.0
+
+
+def noise_floors(
+    model: type[models.Model], current: Any, using: str = "default"
+) -> tuple[float, float]:
+    """
+    What nonsense scores on this catalog with the serving models: for a
+    dozen random letter strings, the best image and meaning similarity;
+    the floor is the highest of them or their mean plus three standard
+    deviations, whichever is higher. A real query's hit must beat it to
+    count as a match. Measured at run time (cached ten minutes per
+    process), so it fits the models and the catalog instead of a constant
+    that suits one model.
+    """
+    import time
+
+    key = (model._meta.label, current.image_model, current.text_model, using)
+    cached = _floors.get(key)
+    if cached and time.monotonic() - cached[0] < FLOOR_SECONDS:
+        return cached[1]
+    products = model._base_manager.using(using).all()
+    image_scores, meaning_scores = [], []
+    for probe in _nonsense():
+        vector = text_vector(probe, current.text_encoder)
+        top = rank_nearest(products, vector, limit=1, image_model=current.image_model)
+        image_scores.append(top.hits[0].score if top.hits else -1.0)
+        meaning_scores.append(
+            lexical.best_meaning(products, vector, text_model=current.text_model)
+        )
+
+    def floor(scores: list[float]) -> float:
+        values = np.array(scores)
+        return float(max(values.max(), values.mean() + 3 * values.std()))
+
+    image_floor, meaning_floor = floor(image_scores), floor(meaning_scores)
+    floors = (image_floor, meaning_floor)
+    _floors[key] = (time.monotonic(), floors)
+    return floors
+
+
+@dataclass
+class Suggestions:
+    """Autocomplete: product names and categories for a typed prefix."""
+
+    titles: list[str]
+    categories: list[Any]
+
+
+def suggest(queryset: models.QuerySet, prefix: str, *, limit: int = 8) -> Suggestions:
+    """
+    What to offer while a shopper types ``prefix``: the names of products
+    having every typed word, the last one as a prefix ("Black che" ->
+    "Black checked T-shirt"), misspelt words corrected; and the categories
+    whose name (in any of its languages) has words starting so.
+    """
+    from .categories import all_categories, category_names
+    from .documents import fold, tokens
+
+    titles = lexical.suggest_titles(queryset, prefix, limit=limit)
+    words = tokens(prefix)
+    found = []
+    if words and getattr(queryset.model, "search_category_field", None):
+        for category in all_categories(queryset.model):
+            names = [tokens(fold(name)) for name in category_names(category).values()]
+            if any(
+                all(any(w.startswith(word) for w in name) for word in words)
+                for name in names
+            ):
+                found.append(category)
+    return Suggestions(titles=titles, categories=found[:limit])
 
 
 def search_image(queryset: models.QuerySet, image: Any, **options: Any) -> Page:
@@ -501,7 +391,7 @@ def similar_products(queryset: models.QuerySet, product: Any, **options: Any) ->
     vector = product.search_embedding
     current = serving(queryset.db)
     if vector is None or product.search_model != current.image_model:
-        limit = _check_limit(options.get("limit"), options.get("offset", 0))
+        limit = check_limit(options.get("limit"), options.get("offset", 0))
         return Page(
             hits=[], limit=limit, offset=options.get("offset", 0), has_more=False
         )

@@ -12,7 +12,7 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from ..conf import shop_search_settings
-from ..search import VISIBLE_PATTERN
+from ..vectors import VISIBLE_PATTERN
 
 __all__ = ["QueryField", "LimitField", "UploadField", "StrictIntegerField"]
 
