@@ -27,6 +27,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.core import checks
 from django.db import models
 from django.db.models import Q
@@ -42,6 +45,7 @@ __all__ = [
     "searchable_models",
     "image_fingerprint",
     "status_q",
+    "SearchDocument",
 ]
 
 #: Columns that shop_search writes; a product save never overwrites them.
@@ -80,6 +84,11 @@ class SearchableProduct(models.Model):
 
     search_image_field: ClassVar[str] = "image"
     search_text_fields: ClassVar[list[str]] = []
+    #: The fields holding the product's name(s), translations included
+    #: (autocomplete, and the heaviest words); default: the first text field.
+    search_name_fields: ClassVar[list[str] | None] = None
+    #: Codes a shopper may type to find exactly this product (SKU, GTIN).
+    search_identifier_fields: ClassVar[list[str]] = []
     search_category_field: ClassVar[str | None] = None
 
     search_embedding = EmbeddingField(null=True, blank=True, editable=False)
@@ -189,13 +198,15 @@ def searchable_models() -> list[type[SearchableProduct]]:
 
 def _check_declared_fields(model: type[SearchableProduct]) -> list[checks.CheckMessage]:
     declared = [("search_image_field", model.search_image_field)]
-    declared += [("search_text_fields", name) for name in model.search_text_fields]
+    for attribute in ("search_text_fields", "search_identifier_fields"):
+        declared += [(attribute, name) for name in getattr(model, attribute)]
+    declared += [("search_name_fields", n) for n in model.search_name_fields or []]
     if model.search_category_field:
         declared.append(("search_category_field", model.search_category_field))
     existing = {f.name for f in model._meta.get_fields()}
     errors = []
     for attribute, name in declared:
-        if name not in existing:
+        if name.split("__")[0] not in existing:
             errors.append(
                 checks.Error(
                     f"{model._meta.label}.{attribute} names {name!r}, which is not "
@@ -279,3 +290,53 @@ class PendingEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_label}:{self.object_pk} ({self.image_model})"
+
+
+class SearchDocument(models.Model):
+    """
+    A product's own words, for the lexical and semantic text channels: one
+    row per searchable product, kept in shop_search's table (the shop's own
+    table is never altered), keyed by content type and primary key.
+
+    ``title`` is the product's name as shown (for autocomplete); ``names``
+    and ``body`` hold the declared text fields folded for search
+    (lower case, accents removed, every language of a translations dict);
+    ``identifiers`` the declared identifiers (SKU, GTIN), upper case;
+    ``tsv`` is PostgreSQL's full-text vector of both (names weigh more),
+    computed by the database. ``vector`` is the text model's embedding of
+    the names, in the query space, so "rotes Kleid" meets "Red dress".
+    """
+
+    content_type = models.ForeignKey(
+        "contenttypes.ContentType", on_delete=models.CASCADE, related_name="+"
+    )
+    object_pk = models.CharField(max_length=64)
+    title = models.CharField(max_length=255, blank=True, default="")
+    names = models.TextField(blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    identifiers = ArrayField(models.CharField(max_length=200), default=list)
+    tsv = models.GeneratedField(
+        expression=SearchVector("names", weight="A", config="simple")
+        + SearchVector("body", weight="B", config="simple"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    digest = models.CharField(max_length=32, default="")
+    text_model = models.CharField(max_length=255, blank=True, default="")
+    vector = EmbeddingField(null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_pk"], name="shop_search_document_unique"
+            )
+        ]
+        indexes = [
+            GinIndex(fields=["tsv"], name="shop_search_document_tsv"),
+            GinIndex(fields=["identifiers"], name="shop_search_document_ids"),
+            EmbeddingIndex(name="shop_search_document_vec", fields=["vector"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_pk}"

@@ -17,12 +17,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 
 from .conf import shop_search_settings
 from .models import (
     BOOKKEEPING_FIELDS,
-    IndexStatus,
     SearchableProduct,
     searchable_models,
 )
@@ -92,15 +91,22 @@ def index_on_save(
 ) -> None:
     if raw or getattr(_state, "paused", False):
         return
-    if update_fields is not None and sender.search_image_field not in update_fields:
-        return
-    status = instance.search_status
-    needs_work = status in (IndexStatus.MISSING, IndexStatus.STALE) or (
-        status == IndexStatus.NO_IMAGE
-        and (instance.search_embedding is not None or instance.search_error)
-    )
-    if needs_work:
-        schedule_indexing(sender, [instance.pk], using=using)
+    # Any save may change the product's words; indexing skips what is
+    # current (its image vector, an unchanged document) with one query each.
+    schedule_indexing(sender, [instance.pk], using=using)
+
+
+def forget_on_delete(
+    sender: type[SearchableProduct], instance: SearchableProduct, **kwargs: Any
+) -> None:
+    from django.contrib.contenttypes.models import ContentType
+
+    from .models import SearchDocument
+
+    SearchDocument.objects.filter(
+        content_type=ContentType.objects.get_for_model(sender),
+        object_pk=str(instance.pk),
+    ).delete()
 
 
 def schedule_indexing(
@@ -144,6 +150,9 @@ def connect_signals() -> None:
         post_save.connect(
             index_on_save, sender=model, dispatch_uid=f"shop_search.post:{label}"
         )
+        post_delete.connect(
+            forget_on_delete, sender=model, dispatch_uid=f"shop_search.del:{label}"
+        )
 
 
 def disconnect_signals() -> None:
@@ -151,3 +160,4 @@ def disconnect_signals() -> None:
         label = model._meta.label_lower
         pre_save.disconnect(sender=model, dispatch_uid=f"shop_search.pre:{label}")
         post_save.disconnect(sender=model, dispatch_uid=f"shop_search.post:{label}")
+        post_delete.disconnect(sender=model, dispatch_uid=f"shop_search.del:{label}")

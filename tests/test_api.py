@@ -28,7 +28,8 @@ def test_text_search_in_six_languages(client, catalog, query):
     assert len(body["results"]) == 5
     assert body["next_offset"] == 5
     first = body["results"][0]
-    assert set(first) == {"score", "product"}
+    assert set(first) == {"score", "matched", "product"}
+    assert isinstance(body["count"], int) and body["no_match"] is False
     assert {"name", "price", "currency", "image", "url"} <= set(first["product"])
     assert 1 <= len(body["categories"]) <= 3
 

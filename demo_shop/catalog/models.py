@@ -42,7 +42,9 @@ class Product(SearchableProduct):
     updated_at = models.DateTimeField(auto_now=True)
 
     search_image_field = "image"
-    search_text_fields = ["name", "description"]
+    search_text_fields = ["name", "name_translations", "description"]
+    search_name_fields = ["name", "name_translations"]
+    search_identifier_fields = ["sku"]
     search_category_field = "category"
 
     class Meta(SearchableProduct.Meta):

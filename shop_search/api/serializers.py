@@ -55,6 +55,25 @@ class PageParamsSerializer(serializers.Serializer):
 
 class TextSearchParamsSerializer(PageParamsSerializer):
     q = QueryField(help_text="The query, in any of the text model's 50+ languages.")
+    sort = serializers.CharField(
+        required=False,
+        default="relevance",
+        max_length=50,
+        help_text='"relevance" (default) or an order the shop declares in '
+        'SHOP_SEARCH["SORTS"] (default "price" and "-price"); another value is 400.',
+    )
+    facets = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: also count the matching products per category.",
+    )
+
+
+class SuggestParamsSerializer(serializers.Serializer):
+    q = QueryField(help_text="What the shopper has typed so far.")
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=20, default=8
+    )
 
 
 class ImageSearchSerializer(PageParamsSerializer):
@@ -83,7 +102,16 @@ class CategorySuggestImageSerializer(serializers.Serializer):
 
 
 class HitSerializer(serializers.Serializer):
-    score = serializers.FloatField(help_text="Cosine similarity, -1 to 1.")
+    score = serializers.FloatField(
+        help_text="Text search: the fused score (higher is better). Image "
+        "search: the cosine similarity, -1 to 1."
+    )
+    matched = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text='Text search: the channels that found it: "identifier", '
+        '"name", "typo", "some_words", "meaning", "image".',
+    )
     product = serializers.DictField(
         help_text="The product, as PRODUCT_SERIALIZER shows it."
     )
@@ -99,12 +127,40 @@ class CategorySuggestResultSerializer(serializers.Serializer):
     categories = CategorySerializer(many=True)
 
 
+class FacetSerializer(serializers.Serializer):
+    id = serializers.JSONField()
+    name = serializers.CharField()
+    count = serializers.IntegerField()
+
+
 class SearchResultSerializer(serializers.Serializer):
     results = HitSerializer(many=True)
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()
     next_offset = serializers.IntegerField(allow_null=True)
     categories = CategorySerializer(many=True, required=False)
+    count = serializers.IntegerField(
+        required=False, help_text="Text search: the matching products."
+    )
+    count_exact = serializers.BooleanField(
+        required=False,
+        help_text='false: there are more than count (COUNT_CAP), show it as "1000+".',
+    )
+    no_match = serializers.BooleanField(
+        required=False,
+        help_text="true: nothing matches the query; results are empty and "
+        "categories suggest where to look.",
+    )
+    facets = FacetSerializer(many=True, required=False)
+
+
+class SuggestionSerializer(serializers.Serializer):
+    text = serializers.CharField()
+
+
+class SuggestResultSerializer(serializers.Serializer):
+    products = SuggestionSerializer(many=True)
+    categories = CategorySerializer(many=True)
 
 
 class LookItemSerializer(serializers.Serializer):

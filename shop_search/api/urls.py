@@ -4,7 +4,8 @@ Mount under a prefix of your choice::
     path("api/", include("shop_search.api.urls"))
 
 gives ``api/search/``, ``api/search/image/``, ``api/products/<pk>/similar/``,
-``api/categories/suggest/`` and the OpenAPI schema at ``api/schema/``.
+``api/categories/suggest/``, ``api/suggest/`` (autocomplete) and the OpenAPI
+schema at ``api/schema/``.
 """
 
 from django.urls import path
@@ -22,6 +23,7 @@ urlpatterns = [
         views.SimilarProductsView.as_view(),
         name="similar",
     ),
+    path("suggest/", views.SuggestView.as_view(), name="suggest"),
     path(
         "categories/suggest/",
         views.CategorySuggestView.as_view(),

@@ -52,6 +52,7 @@ __all__ = [
     "ImageSearchView",
     "SimilarProductsView",
     "CategorySuggestView",
+    "SuggestView",
     "exception_handler",
 ]
 
@@ -181,7 +182,7 @@ class _SearchView(APIView):
             prefetch_related_objects(objects, *lookups)
         products = serializer_class(objects, many=True, context=context).data
         return [
-            {"score": round(hit.score, 6), "product": product}
+            {"score": round(hit.score, 6), "matched": hit.matched, "product": product}
             for hit, product in zip(page, products, strict=True)
         ]
 
@@ -257,8 +258,15 @@ class TextSearchView(_SearchView):
             current=current,
             limit=data.get("limit"),
             offset=data["offset"],
+            sort=data["sort"],
+            facets=data["facets"],
         )
         body = self.page_data(page)
+        body["count"] = page.extra["count"]
+        body["count_exact"] = page.extra["count_exact"]
+        body["no_match"] = page.extra["no_match"]
+        if data["facets"]:
+            body["facets"] = page.extra["facets"]
         # The categories the query most likely means ("search in Dresses").
         body["categories"] = [
             _category_data(x)
@@ -284,7 +292,10 @@ class ImageSearchView(_SearchView):
                 s.SearchResultSerializer,
                 description="Results; with group=look, a LookResult instead.",
             ),
-            413: OpenApiResponse(s.ErrorSerializer, description="Image too large or too costly to decode."),
+            413: OpenApiResponse(
+                s.ErrorSerializer,
+                description="Image too large or too costly to decode.",
+            ),
             415: OpenApiResponse(s.ErrorSerializer, description="Not multipart."),
             **_ERRORS,
         },
@@ -399,4 +410,32 @@ class CategorySuggestView(_SearchView):
         )
         return Response(
             {"categories": [_category_data(x) for x in suggestions[: data["top"]]]}
+        )
+
+
+class SuggestView(_SearchView):
+    """Autocomplete: product names and categories for what has been typed."""
+
+    throttle_scope = "shop_search_text"
+
+    @extend_schema(
+        operation_id="suggest",
+        parameters=[s.SuggestParamsSerializer],
+        responses={200: s.SuggestResultSerializer, **_ERRORS},
+    )
+    def get(self, request, *args: Any, **kwargs: Any) -> Response:
+        params = s.SuggestParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        suggestions = search.suggest(
+            self.get_queryset(), data["q"], limit=data["limit"]
+        )
+        return Response(
+            {
+                "products": [{"text": text} for text in suggestions.titles],
+                "categories": [
+                    {"id": c.pk, "name": categories_module.display_name(c)}
+                    for c in suggestions.categories
+                ],
+            }
         )

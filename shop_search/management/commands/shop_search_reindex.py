@@ -60,6 +60,7 @@ class Command(BaseCommand):
         grand = IndexResult()
         started = time.monotonic()
         for model in selected_models(options["model"]):
+            self.retrying(self.index_words, model, force, verbosity)
             if force:
                 queryset = model._base_manager.all()
             else:
@@ -87,6 +88,7 @@ class Command(BaseCommand):
                         force=force,
                         batch_size=batch_size,
                         progress=tracker.batch_done,
+                        documents=False,  # done above for every product
                     )
                     result += chunk
                     last = pks[-1]
@@ -115,6 +117,28 @@ class Command(BaseCommand):
                     "Failed products are retried by the next run; "
                     "see `manage.py shop_search_status` for reasons."
                 )
+
+    def index_words(self, model: Any, force: bool, verbosity: int) -> None:
+        """Bring every product's words up to date (new, changed, deleted)."""
+        from shop_search.indexing import index_documents
+
+        label = model._meta.label
+        total = model._base_manager.count()
+        bar = _progress_bar(total, f"{label} words", self.stdout, verbosity)
+        try:
+            result = index_documents(
+                model,
+                force=force,
+                progress=(lambda n: bar.update(n)) if bar is not None else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        if verbosity:
+            self.stdout.write(
+                f"{label}: words of {result.written} product(s) written, "
+                f"{result.current} current, {result.removed} removed"
+            )
 
     def promote(self, verbosity: int) -> None:
         """End a model switch when every product has a vector of the new model."""

@@ -1,0 +1,265 @@
+"""
+The text channels over a product's own words, in one SQL round trip.
+
+Channels (each a ranked list of product keys, best first):
+
+- ``identifier``: the query is one of the product's identifiers (SKU, GTIN).
+- ``name``: every query word is in the product's words (PostgreSQL full-text
+  search, ``simple`` configuration over accent-folded text, so it works the
+  same in every language); ranked by ``ts_rank_cd``, names weighing more.
+- ``typo``: the same after correcting words that are not in the catalog's
+  vocabulary to the nearest word that is (one edit for short words, two for
+  long ones; RapidFuzz over the vocabulary PostgreSQL's ``ts_stat`` lists).
+  The embedded PostgreSQL has no ``pg_trgm``; this works on any server.
+- ``some_words``: products with at least one query word, when no product has
+  them all.
+- ``meaning``: the text model's embedding of the product's names against the
+  query's (semantic, across languages).
+
+:mod:`shop_search.search` fuses these with the image channel.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.contrib.contenttypes.models import ContentType
+from django.db import connections, models
+
+from .conf import shop_search_settings
+from .documents import fold, tokens
+
+__all__ = ["Channels", "rank", "vocabulary", "correct", "suggest_titles"]
+
+#: The text channels, in the order their hits are read.
+TEXT_CHANNELS = ("identifier", "name", "typo", "some_words", "meaning")
+
+
+@dataclass
+class Channels:
+    """Per channel, ``[(object_pk, score)]`` best first, and the words used."""
+
+    hits: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    words: list[str] = field(default_factory=list)
+    corrected: dict[str, str] = field(default_factory=dict)
+    word_matches: int = 0  # products with every (corrected) word, up to the cap
+
+    def lexical_keys(self) -> set[str]:
+        return {
+            key
+            for channel in ("identifier", "name", "typo", "some_words")
+            for key, _score in self.hits.get(channel, [])
+        }
+
+
+# --- the vocabulary, for typo correction ---------------------------------------
+
+
+_vocabularies: dict[tuple[str, int], tuple[float, list[str], frozenset[str]]] = {}
+_vocabulary_lock = threading.Lock()
+VOCABULARY_SECONDS = 60.0
+
+
+def vocabulary(content_type: ContentType, using: str = "default") -> list[str]:
+    """The distinct words of the products' names (cached for a minute)."""
+    key = (using, content_type.pk)
+    now = time.monotonic()
+    with _vocabulary_lock:
+        cached = _vocabularies.get(key)
+    if cached and now - cached[0] < VOCABULARY_SECONDS:
+        return cached[1]
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT word FROM ts_stat(format("
+            "'SELECT setweight(to_tsvector(''simple'', names), ''A'') "
+            "FROM shop_search_searchdocument WHERE content_type_id = %%s', %s))",
+            [content_type.pk],
+        )
+        words = sorted(row[0] for row in cursor.fetchall())
+    with _vocabulary_lock:
+        _vocabularies[key] = (now, words, frozenset(words))
+    return words
+
+
+def clear_vocabularies() -> None:
+    with _vocabulary_lock:
+        _vocabularies.clear()
+
+
+def correct(words: list[str], known: list[str]) -> dict[str, str]:
+    """``{word: correction}`` for the words not in ``known``."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import OSA
+
+    present = frozenset(known)
+    corrections = {}
+    for word in words:
+        if word in present or len(word) < 4 or word.isdigit():
+            continue
+        limit = 1 if len(word) < 8 else 2
+        match = process.extractOne(word, known, scorer=OSA.distance, score_cutoff=limit)
+        if match is not None:
+            corrections[word] = match[0]
+    return corrections
+
+
+# --- the channels ----------------------------------------------------------------
+
+
+def _tsquery(words: list[str], operator: str = "&", prefix_last: bool = False) -> str:
+    # Words are passed as tsquery lexemes, quoted: no user syntax reaches
+    # to_tsquery.
+    quoted = ["'" + w.replace("'", "''").replace("\\", "\\\\") + "'" for w in words]
+    if prefix_last and quoted:
+        quoted[-1] += ":*"
+    return f" {operator} ".join(quoted)
+
+
+def rank(
+    queryset: models.QuerySet,
+    query: str,
+    query_vector: np.ndarray | None,
+    *,
+    text_model: str,
+    depth: int,
+) -> Channels:
+    """
+    The text channels for ``query`` over the products of ``queryset``, each
+    at most ``depth`` long, from one SQL statement.
+    """
+    using = queryset.db
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        queryset.model, for_concrete_model=False
+    )
+    words = list(dict.fromkeys(tokens(query)))
+    result = Channels(words=words)
+    cap = int(shop_search_settings.COUNT_CAP)
+    candidates_sql, candidates_params = (
+        queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
+    )
+    parts: list[str] = []
+    params: list[Any] = []
+    docs = (
+        "SELECT d.object_pk, d.tsv, d.identifiers, d.vector, d.text_model "
+        "FROM shop_search_searchdocument d WHERE d.content_type_id = %s "
+        "AND d.object_pk IN (SELECT c.pk::text FROM ({}) AS c(pk))"
+    ).format(candidates_sql)
+    identifier = fold(query).upper().strip()
+    if identifier:
+        parts.append(
+            "(SELECT 'identifier', object_pk, 1.0::float FROM docs "
+            "WHERE identifiers @> ARRAY[%s]::varchar[] LIMIT %s)"
+        )
+        params += [identifier, depth]
+    if words:
+        result.corrected = correct(words, vocabulary(content_type, using))
+        fixed = [result.corrected.get(w, w) for w in words]
+        queries = [("name", _tsquery(words))]
+        if result.corrected:
+            queries.append(("typo", _tsquery(fixed)))
+        if len(words) > 1:
+            queries.append(("some_words", _tsquery(list(dict.fromkeys(fixed)), "|")))
+        for channel, tsquery in queries:
+            parts.append(
+                f"(SELECT '{channel}', object_pk, "
+                "ts_rank_cd(tsv, to_tsquery('simple', %s), 1)::float FROM docs "
+                "WHERE tsv @@ to_tsquery('simple', %s) ORDER BY 3 DESC, 2 LIMIT %s)"
+            )
+            params += [tsquery, tsquery, depth]
+        best = queries[1][1] if result.corrected else queries[0][1]
+        parts.append(
+            "(SELECT 'count', NULL, count(*)::float FROM (SELECT 1 FROM docs "
+            "WHERE tsv @@ to_tsquery('simple', %s) LIMIT %s) AS n)"
+        )
+        params += [best, cap + 1]
+    if query_vector is not None:
+        vector = _vector_literal(query_vector)
+        parts.append(
+            "(SELECT 'meaning', object_pk, (-(vector <#> %s::halfvec))::float "
+            "FROM docs WHERE text_model = %s AND vector IS NOT NULL "
+            "ORDER BY vector <#> %s::halfvec LIMIT %s)"
+        )
+        params += [vector, text_model, vector, depth]
+    if not parts:
+        return result
+    sql = f"WITH docs AS MATERIALIZED ({docs}) " + " UNION ALL ".join(parts)
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, [content_type.pk, *candidates_params, *params])
+        rows = cursor.fetchall()
+    for channel, key, score in rows:
+        if channel == "count":
+            result.word_matches = int(score)
+        else:
+            result.hits.setdefault(channel, []).append((key, float(score)))
+    if result.hits.get("name"):
+        # Every word matched as typed: the corrected query adds nothing.
+        result.hits.pop("typo", None)
+    if result.hits.get("name") or result.hits.get("typo"):
+        result.hits.pop("some_words", None)
+    return result
+
+
+def _vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(v):.6g}" for v in vector) + "]"
+
+
+def suggest_titles(queryset: models.QuerySet, prefix: str, *, limit: int) -> list[str]:
+    """
+    Product names for autocomplete: every word of ``prefix`` in the names,
+    the last one as a prefix ("Black che" -> "Black checked T-shirt");
+    misspelt complete words are corrected first.
+    """
+    words = tokens(prefix)
+    if not words:
+        return []
+    using = queryset.db
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        queryset.model, for_concrete_model=False
+    )
+    complete = words[:-1] if not prefix[-1:].isspace() else words
+    fixes = correct(complete, vocabulary(content_type, using))
+    words = [fixes.get(w, w) for w in words]
+    tsquery = _tsquery(words, prefix_last=not prefix[-1:].isspace())
+    candidates_sql, candidates_params = (
+        queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
+    )
+    sql = (
+        "SELECT d.title FROM shop_search_searchdocument d "
+        "WHERE d.content_type_id = %s "
+        "AND d.object_pk IN (SELECT c.pk::text FROM ({}) AS c(pk)) "
+        "AND setweight(to_tsvector('simple', d.names), 'A') "
+        "@@ to_tsquery('simple', %s) "
+        "ORDER BY ts_rank_cd(d.tsv, to_tsquery('simple', %s)) DESC, "
+        "length(d.title), d.title LIMIT %s"
+    ).format(candidates_sql)
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            sql, [content_type.pk, *candidates_params, tsquery, tsquery, limit * 3]
+        )
+        titles = [row[0] for row in cursor.fetchall()]
+    return list(dict.fromkeys(titles))[:limit]
+
+
+def best_meaning(
+    queryset: models.QuerySet, query_vector: np.ndarray, *, text_model: str
+) -> float:
+    """The best meaning similarity of ``query_vector`` over the products
+    (-1.0 when none has a text vector)."""
+    using = queryset.db
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        queryset.model, for_concrete_model=False
+    )
+    with connections[using].cursor() as cursor:
+        vector = _vector_literal(query_vector)
+        cursor.execute(
+            "SELECT -(vector <#> %s::halfvec) FROM shop_search_searchdocument "
+            "WHERE content_type_id = %s AND text_model = %s AND vector IS NOT NULL "
+            "ORDER BY vector <#> %s::halfvec LIMIT 1",
+            [vector, content_type.pk, text_model, vector],
+        )
+        row = cursor.fetchone()
+    return -1.0 if row is None else float(row[0])
