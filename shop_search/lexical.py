@@ -32,6 +32,7 @@ from django.db import connections, models
 
 from .conf import shop_search_settings
 from .documents import fold, tokens
+from .ranking import hnsw_cursor
 
 __all__ = ["Channels", "rank", "vocabulary", "correct", "suggest_titles"]
 
@@ -137,17 +138,23 @@ def rank(
     )
     words = list(dict.fromkeys(tokens(query)))
     result = Channels(words=words)
+    if queryset.query.is_empty():  # e.g. a filter on a category that is gone
+        return result
     cap = int(shop_search_settings.COUNT_CAP)
     candidates_sql, candidates_params = (
         queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
     )
     parts: list[str] = []
     params: list[Any] = []
+    # Inlined into each channel (NOT MATERIALIZED), so that each finds its
+    # rows through its own index (GIN for words, HNSW for meaning) and only
+    # then checks them against the shop's queryset, by primary key.
+    pk_type = queryset.model._meta.pk.cast_db_type(connections[using])
     docs = (
         "SELECT d.object_pk, d.tsv, d.identifiers, d.vector, d.text_model "
         "FROM shop_search_searchdocument d WHERE d.content_type_id = %s "
-        "AND d.object_pk IN (SELECT c.pk::text FROM ({}) AS c(pk))"
-    ).format(candidates_sql)
+        "AND EXISTS (SELECT 1 FROM ({}) AS c(pk) WHERE c.pk = d.object_pk::{})"
+    ).format(candidates_sql, pk_type)
     identifier = fold(query).upper().strip()
     if identifier:
         parts.append(
@@ -161,8 +168,6 @@ def rank(
         queries = [("name", _tsquery(words))]
         if result.corrected:
             queries.append(("typo", _tsquery(fixed)))
-        if len(words) > 1:
-            queries.append(("some_words", _tsquery(list(dict.fromkeys(fixed)), "|")))
         for channel, tsquery in queries:
             parts.append(
                 f"(SELECT '{channel}', object_pk, "
@@ -170,6 +175,18 @@ def rank(
                 "WHERE tsv @@ to_tsquery('simple', %s) ORDER BY 3 DESC, 2 LIMIT %s)"
             )
             params += [tsquery, tsquery, depth]
+        if len(words) > 1:
+            # Only when no product has every word (evaluated once).
+            every = queries[-1][1]
+            some = _tsquery(list(dict.fromkeys(fixed)), "|")
+            parts.append(
+                "(SELECT 'some_words', object_pk, "
+                "ts_rank_cd(tsv, to_tsquery('simple', %s), 1)::float FROM docs "
+                "WHERE tsv @@ to_tsquery('simple', %s) AND NOT EXISTS ("
+                "SELECT 1 FROM docs WHERE tsv @@ to_tsquery('simple', %s)) "
+                "ORDER BY 3 DESC, 2 LIMIT %s)"
+            )
+            params += [some, some, every, depth]
         best = queries[1][1] if result.corrected else queries[0][1]
         parts.append(
             "(SELECT 'count', NULL, count(*)::float FROM (SELECT 1 FROM docs "
@@ -186,8 +203,8 @@ def rank(
         params += [vector, text_model, vector, depth]
     if not parts:
         return result
-    sql = f"WITH docs AS MATERIALIZED ({docs}) " + " UNION ALL ".join(parts)
-    with connections[using].cursor() as cursor:
+    sql = f"WITH docs AS NOT MATERIALIZED ({docs}) " + " UNION ALL ".join(parts)
+    with hnsw_cursor(using) as cursor:
         cursor.execute(sql, [content_type.pk, *candidates_params, *params])
         rows = cursor.fetchall()
     for channel, key, score in rows:
@@ -214,7 +231,7 @@ def suggest_titles(queryset: models.QuerySet, prefix: str, *, limit: int) -> lis
     misspelt complete words are corrected first.
     """
     words = tokens(prefix)
-    if not words:
+    if not words or queryset.query.is_empty():
         return []
     using = queryset.db
     content_type = ContentType.objects.db_manager(using).get_for_model(

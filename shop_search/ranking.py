@@ -8,6 +8,8 @@ and returns a :class:`Page` of :class:`Hit`, best first.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,15 @@ from .conf import shop_search_settings
 from .switching import serving
 from .vectors import QueryError
 
-__all__ = ["Hit", "Page", "nearest", "rank_nearest", "estimated_rows", "check_limit"]
+__all__ = [
+    "Hit",
+    "Page",
+    "nearest",
+    "rank_nearest",
+    "estimated_rows",
+    "check_limit",
+    "hnsw_cursor",
+]
 
 
 @dataclass
@@ -91,9 +101,14 @@ def rank_nearest(
     offset: int = 0,
     min_score: float | None = None,
     image_model: str | None = None,
+    keys_only: bool = False,
 ) -> Page:
     """:func:`nearest` without the ``MAX_LIMIT`` check, for deeper internal
-    rankings (the image channel of a text search)."""
+    rankings (the image channel of a text search). ``keys_only``: the hits'
+    objects carry their primary key only (the caller reads the products it
+    shows)."""
+    if queryset.query.is_empty():  # e.g. a filter on a category that is gone
+        return Page(hits=[], limit=limit, offset=offset, has_more=False)
     if min_score is None:
         min_score = shop_search_settings.MIN_SCORE
     model = queryset.model
@@ -105,6 +120,8 @@ def rank_nearest(
         search_embedding__isnull=False,
         search_model=image_model or serving(queryset.db).image_model,
     ).defer("search_embedding")  # 512 numbers a row that results do not show
+    if keys_only:
+        candidates = candidates.only("pk")
     cache_key = result_cache.ranking_key(
         candidates, vector, limit=limit, offset=offset, min_score=min_score
     )
@@ -175,8 +192,9 @@ def estimated_rows(queryset: models.QuerySet) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def _run(queryset: models.QuerySet, using: str) -> list[Any]:
-    """Evaluate an index-ordered query with this module's HNSW settings."""
+@contextmanager
+def hnsw_cursor(using: str) -> Iterator[Any]:
+    """A cursor in a transaction with this module's HNSW settings."""
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), "
@@ -187,6 +205,12 @@ def _run(queryset: models.QuerySet, using: str) -> list[Any]:
                 str(int(shop_search_settings.MAX_SCAN_TUPLES)),
             ],
         )
+        yield cursor
+
+
+def _run(queryset: models.QuerySet, using: str) -> list[Any]:
+    """Evaluate an index-ordered query with this module's HNSW settings."""
+    with hnsw_cursor(using):
         return list(queryset)
 
 

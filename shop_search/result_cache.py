@@ -34,7 +34,7 @@ def ranking_key(
     queryset: models.QuerySet, vector: np.ndarray, **options: Any
 ) -> str | None:
     """The cache key for ranking ``queryset`` by ``vector``, or None when off."""
-    if not shop_search_settings.RESULT_CACHE_SECONDS:
+    if not shop_search_settings.RESULT_CACHE_SECONDS or queryset.query.is_empty():
         return None
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     digest = hashlib.sha256()

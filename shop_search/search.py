@@ -21,7 +21,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from . import lexical, result_cache
+from . import calibration, lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
 from .images import load_image
 from .models import SearchableProduct, searchable_models
@@ -192,9 +192,9 @@ def _search_text(
         queryset, query, vector, text_model=current.text_model, depth=depth
     )
     images = rank_nearest(
-        queryset, vector, limit=depth, image_model=current.image_model
+        queryset, vector, limit=depth, image_model=current.image_model, keys_only=True
     )
-    floors = noise_floors(queryset.model, current, queryset.db)
+    floors = calibration.noise_floors(queryset.model, current, queryset.db)
     fused = _fuse(channels, images, floors)
     matching = [key for key, (_s, matched) in fused.items() if matched]
     extra: dict[str, Any] = {
@@ -217,11 +217,8 @@ def _search_text(
     else:
         order = sorted(fused, key=lambda key: -fused[key][0])
         window = order[offset : offset + limit + 1]
-        objects = {str(hit.object.pk): hit.object for hit in images}
-        missing = [key for key in window if key not in objects]
-        if missing:
-            fetched = queryset.in_bulk(_pks(queryset.model, missing))
-            objects.update({str(pk): obj for pk, obj in fetched.items()})
+        fetched = queryset.in_bulk(_pks(queryset.model, window))
+        objects = {str(pk): obj for pk, obj in fetched.items()}
         hits = [Hit(objects[key], *fused[key]) for key in window if key in objects]
     return Page(
         hits=hits[:limit],
@@ -288,60 +285,6 @@ def _facets(queryset: models.QuerySet, matching: list[str]) -> list[dict[str, An
 def _pks(model: type[models.Model], keys: list[str]) -> list[Any]:
     to_python = model._meta.pk.to_python
     return [to_python(key) for key in keys]
-
-
-def _nonsense(count: int = 12) -> list[str]:
-    """Fixed random letter strings: queries that mean nothing anywhere."""
-    import random
-
-    rng = random.Random(20261127)
-    letters = "bcdfghjklmnpqrstvwxz"
-    return [
-        " ".join("".join(rng.choices(letters, k=rng.randint(4, 7))) for _ in "ab")
-        for _ in range(count)
-    ]
-
-
-_floors: dict[tuple, tuple[float, tuple[float, float]]] = {}
-FLOOR_SECONDS = 600.0
-
-
-def noise_floors(
-    model: type[models.Model], current: Any, using: str = "default"
-) -> tuple[float, float]:
-    """
-    What nonsense scores on this catalog with the serving models: for a
-    dozen random letter strings, the best image and meaning similarity;
-    the floor is the highest of them or their mean plus three standard
-    deviations, whichever is higher. A real query's hit must beat it to
-    count as a match. Measured at run time (cached ten minutes per
-    process), so it fits the models and the catalog instead of a constant
-    that suits one model.
-    """
-    import time
-
-    key = (model._meta.label, current.image_model, current.text_model, using)
-    cached = _floors.get(key)
-    if cached and time.monotonic() - cached[0] < FLOOR_SECONDS:
-        return cached[1]
-    products = model._base_manager.using(using).all()
-    image_scores, meaning_scores = [], []
-    for probe in _nonsense():
-        vector = text_vector(probe, current.text_encoder)
-        top = rank_nearest(products, vector, limit=1, image_model=current.image_model)
-        image_scores.append(top.hits[0].score if top.hits else -1.0)
-        meaning_scores.append(
-            lexical.best_meaning(products, vector, text_model=current.text_model)
-        )
-
-    def floor(scores: list[float]) -> float:
-        values = np.array(scores)
-        return float(max(values.max(), values.mean() + 3 * values.std()))
-
-    image_floor, meaning_floor = floor(image_scores), floor(meaning_scores)
-    floors = (image_floor, meaning_floor)
-    _floors[key] = (time.monotonic(), floors)
-    return floors
 
 
 @dataclass

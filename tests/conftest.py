@@ -40,6 +40,17 @@ def png_bytes(
     return buffer.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_search_caches() -> None:
+    """The vocabulary and noise floors are cached per process for a minute
+    and ten minutes (a shop's catalog changes slowly); each test's catalog
+    is new."""
+    from shop_search import calibration, lexical
+
+    lexical.clear_vocabularies()
+    calibration.clear()
+
+
 @pytest.fixture
 def category(db: Any) -> Any:
     from demo_shop.catalog.models import Category

@@ -92,7 +92,7 @@ def test_status_counts_each_state_and_lists_failures(make_product):
         make_product()
     make_product(image=b"")
     out = StringIO()
-    call_command("shop_search_status", stdout=out)
+    call_command("shop_search_status", "--model", "catalog.Product", stdout=out)
     text = out.getvalue()
     lines = {
         line.strip().rsplit(None, 1)[0]: line.split()[-1]

@@ -158,9 +158,14 @@ class SuggestionSerializer(serializers.Serializer):
     text = serializers.CharField()
 
 
+class SuggestedCategorySerializer(serializers.Serializer):
+    id = serializers.JSONField()
+    name = serializers.CharField()
+
+
 class SuggestResultSerializer(serializers.Serializer):
     products = SuggestionSerializer(many=True)
-    categories = CategorySerializer(many=True)
+    categories = SuggestedCategorySerializer(many=True)
 
 
 class LookItemSerializer(serializers.Serializer):
