@@ -144,6 +144,9 @@ class SearchPageView(View):
                 context["look"] = {
                     "width": look.image_size[0],
                     "height": look.image_size[1],
+                    # The photo's frame takes the photo's own proportions, so
+                    # the boxes (percentages of the frame) sit on the items.
+                    "ratio": f"{look.image_size[0]} / {look.image_size[1]}",
                     "items": [
                         {
                             "number": n,

@@ -101,8 +101,72 @@ def test_text_search_in_the_browser(browser, live_server, drawn_catalog, tmp_pat
     browser.save_screenshot(str(tmp_path / "text.png"))
 
 
+def _look_photo_rects(browser):
+    """The displayed photo's rect and each box's rect and inline percentages."""
+    return browser.execute_script(
+        """
+        var photo = document.querySelector("#ss-look-photo img");
+        if (!photo) return {loaded: false};
+        var rect = function (el) {
+          var r = el.getBoundingClientRect();
+          return {x: r.left, y: r.top, width: r.width, height: r.height};
+        };
+        return {
+          loaded: photo.complete && photo.naturalWidth > 0,
+          photo: rect(photo),
+          boxes: Array.from(document.querySelectorAll("#ss-look-photo .ss-box")).map(
+            function (box) {
+              return {
+                rect: rect(box),
+                left: parseFloat(box.style.left),
+                top: parseFloat(box.style.top),
+              };
+            }
+          ),
+        };
+        """
+    )
+
+
+def _assert_boxes_on_the_photo(browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 10).until(lambda b: _look_photo_rects(b)["loaded"])
+    found = _look_photo_rects(browser)
+    photo, boxes = found["photo"], found["boxes"]
+    assert boxes and photo["width"] > 100 and photo["height"] > 50
+    for box in boxes:
+        r = box["rect"]
+        assert r["width"] > 0 and r["height"] > 0
+        assert photo["x"] - 1 <= r["x"], (photo, box)
+        assert photo["y"] - 1 <= r["y"], (photo, box)
+        assert r["x"] + r["width"] <= photo["x"] + photo["width"] + 1, (photo, box)
+        assert r["y"] + r["height"] <= photo["y"] + photo["height"] + 1, (photo, box)
+    first = boxes[0]
+    expected_x = photo["x"] + first["left"] / 100 * photo["width"]
+    expected_y = photo["y"] + first["top"] / 100 * photo["height"]
+    assert abs(first["rect"]["x"] - expected_x) <= 1, (photo, first)
+    assert abs(first["rect"]["y"] - expected_y) <= 1, (photo, first)
+    return found
+
+
+def _landscape(image: bytes) -> bytes:
+    """The drawn product on a wide canvas: a photo that is not square."""
+    import io
+
+    from PIL import Image
+
+    product = Image.open(io.BytesIO(image)).convert("RGB")
+    canvas = Image.new("RGB", (product.width * 2, product.height), "white")
+    canvas.paste(product, (product.width // 2, 0))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("shape", ["square", "landscape"])
 def test_photo_search_and_shop_the_look_in_the_browser(
-    browser, live_server, settings, drawn_catalog, tmp_path
+    browser, live_server, settings, drawn_catalog, tmp_path, shape
 ):
     from selenium.webdriver.common.by import By
 
@@ -112,8 +176,10 @@ def test_photo_search_and_shop_the_look_in_the_browser(
         "DETECTION_MIN_SCORE": 0.0,
         "DETECTION_BACKGROUND_PROMPTS": [],
     }
-    photo = tmp_path / "outfit.png"
-    photo.write_bytes(drawn_catalog[3]["image"])
+    image = drawn_catalog[3]["image"]
+    photo = tmp_path / ("outfit.png" if shape == "square" else "outfit.jpg")
+    photo.write_bytes(image if shape == "square" else _landscape(image))
+    browser.set_window_size(1280, 1000)
     browser.get(f"{live_server.url}/search/")
     browser.find_element(By.ID, "ss-file").send_keys(str(photo))
     assert browser.find_element(By.ID, "ss-preview").is_displayed()
@@ -121,20 +187,24 @@ def test_photo_search_and_shop_the_look_in_the_browser(
     browser.find_element(By.CSS_SELECTOR, "#ss-photo-form button").click()
     boxes = browser.find_elements(By.CSS_SELECTOR, "#ss-look-photo .ss-box")
     assert boxes
-    photo_rect = browser.find_element(By.CSS_SELECTOR, "#ss-look-photo img").rect
-    for box in boxes:
-        r = box.rect
-        assert r["width"] > 0 and r["height"] > 0
-        assert photo_rect["x"] - 1 <= r["x"] and r["x"] + r["width"] <= (
-            photo_rect["x"] + photo_rect["width"] + 1
-        )
+    # The boxes sit on the photo at any window size, the narrow one included
+    # (where the photo's column shrinks and the products go below it).
+    for size in [(1280, 1000), (600, 900), (420, 800), (1000, 700)]:
+        browser.set_window_size(*size)
+        _assert_boxes_on_the_photo(browser)
+        browser.save_screenshot(str(tmp_path / f"look-{size[0]}.png"))
     items = browser.find_elements(By.CSS_SELECTOR, ".ss-item")
     assert len(items) == len(boxes)
     assert items[0].find_elements(By.CSS_SELECTOR, ".ss-card")
-    whole = browser.find_elements(By.CSS_SELECTOR, "#ss-results .ss-card")
-    assert (
-        whole[0].find_element(By.CLASS_NAME, "ss-name").text
-        == (drawn_catalog[3]["product"]["name"])
-    )  # its own image comes first
-    browser.save_screenshot(str(tmp_path / "look.png"))
-    shutil.copy(tmp_path / "look.png", "/tmp/look.png")
+    if shape == "square":
+        whole = browser.find_elements(By.CSS_SELECTOR, "#ss-results .ss-card")
+        assert (
+            whole[0].find_element(By.CLASS_NAME, "ss-name").text
+            == (drawn_catalog[3]["product"]["name"])
+        )  # its own image comes first
+    # A fresh page at the small size lays the photo out from the start.
+    browser.get(f"{live_server.url}/search/")
+    browser.find_element(By.ID, "ss-file").send_keys(str(photo))
+    browser.find_element(By.NAME, "look").click()
+    browser.find_element(By.CSS_SELECTOR, "#ss-photo-form button").click()
+    _assert_boxes_on_the_photo(browser)
