@@ -10,18 +10,23 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import unicodedata
 from typing import Any
 
 from django import forms
 from django.db import OperationalError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django.views import View
 
 from . import categories, search, throttling
 from .api.serializers import image_url
 from .conf import import_from_setting, shop_search_settings
+from .documents import _WORD, fold
 from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from .filtering import apply_filters
 from .images import load_image
@@ -36,6 +41,20 @@ logger = logging.getLogger(__name__)
 class TextSearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=2000, label=_("Search"))
     offset = forms.IntegerField(required=False, min_value=0, max_value=10_000)
+    # Checked by search.search_text against SHOP_SEARCH["SORTS"] (400 if unknown).
+    sort = forms.CharField(required=False, max_length=50)
+
+
+#: How the sort control names the default orders; other keys of
+#: SHOP_SEARCH["SORTS"] are shown by their key.
+SORT_LABELS = {
+    "relevance": _("Relevance"),
+    "price": _("Price: low to high"),
+    "-price": _("Price: high to low"),
+}
+
+#: Parameters that are not filters: the sort form and links set them anew.
+_NOT_FILTERS = ("q", "sort", "offset")
 
 
 class PhotoSearchForm(forms.Form):
@@ -44,7 +63,7 @@ class PhotoSearchForm(forms.Form):
 
 
 class SearchPageView(View):
-    """GET: text search (``?q=``, filters, ``offset``). POST: photo search."""
+    """GET: text search (``?q=``, filters, ``sort``, ``offset``). POST: photo search."""
 
     template_name = "shop_search/search.html"
 
@@ -93,11 +112,13 @@ class SearchPageView(View):
             queryset, applied = apply_filters(self.get_queryset(), request.GET)
             query = search.normalize_query(query)
             current = serving()
+            sort = form.cleaned_data["sort"] or "relevance"
             page = search.search_text(
                 queryset,
                 query,
                 current=current,
                 offset=form.cleaned_data["offset"] or 0,
+                sort=sort,
             )
             chips = [
                 {
@@ -111,15 +132,59 @@ class SearchPageView(View):
             ]
         except ShopSearchError as exc:
             return self.render_error(context, exc)
+        no_match = page.extra.get("no_match", False)
+        for chip in chips:
+            # After no match, a chip searches for the category's own name.
+            words = chip["name"] if no_match else query
+            chip["url"] = self.link(words, category=chip["category"].pk)
         context.update(
             query=query,
             page=page,
-            results=self.results(page),
+            results=self.results(page, matched_words(page)),
             chips=chips,
+            all_url=self.link(query, category=None),
             active_category=applied.get("category"),
+            no_match=no_match,
+            count_text=count_text(page),
+            sort=sort,
+            sorts=[
+                (key, SORT_LABELS.get(key, key))
+                for key in ["relevance", *shop_search_settings.SORTS]
+            ],
+            sort_keep=[
+                (name, value)
+                for name, values in request.GET.lists()
+                if name not in _NOT_FILTERS
+                for value in values
+            ],
+            # Kept for templates that build their own links from it.
             prev_offset=max(0, page.offset - page.limit) if page.offset else None,
+            prev_url=(
+                self.link(query, offset=max(0, page.offset - page.limit))
+                if page.offset
+                else None
+            ),
+            next_url=(
+                self.link(query, offset=page.offset + page.limit)
+                if page.has_more
+                else None
+            ),
         )
         return self.render(context)
+
+    def link(self, query: str, **changes: Any) -> str:
+        """This search's URL with ``changes`` (None drops a parameter); the
+        filters and sort stay, a new category or query starts at offset 0."""
+        params: QueryDict = self.request.GET.copy()
+        params["q"] = query
+        if "offset" not in changes:
+            params.pop("offset", None)
+        for name, value in changes.items():
+            if value is None:
+                params.pop(name, None)
+            else:
+                params[name] = str(value)
+        return "?" + params.urlencode()
 
     def post(self, request: HttpRequest) -> HttpResponse:
         context: dict[str, Any] = {
@@ -166,10 +231,15 @@ class SearchPageView(View):
         context.update(photo=preview, page=page, results=self.results(page))
         return self.render(context)
 
-    def results(self, page: search.Page) -> list[dict[str, Any]]:
+    def results(
+        self, page: search.Page, words: frozenset[str] = frozenset()
+    ) -> list[dict[str, Any]]:
+        """One dict per hit for ``_result.html``; ``name`` has ``words`` marked."""
         return [
             {
                 "product": hit.object,
+                "name": highlight(str(hit.object), words),
+                "matched": hit.matched,
                 "score": hit.score,
                 "image": image_url(hit.object, self.request),
                 "price": self.accessor("RESULT_PRICE", hit.object),
@@ -202,6 +272,40 @@ class SearchPageView(View):
 
     def render(self, context: dict[str, Any], status: int = 200) -> HttpResponse:
         return render(self.request, self.template_name, context, status=status)
+
+
+def count_text(page: search.Page) -> str:
+    """The count as shoppers read it: "37 products", or "1000+ products"."""
+    count = page.extra.get("count", 0)
+    shown = count if page.extra.get("count_exact", True) else f"{count}+"
+    return ngettext("%(count)s product", "%(count)s products", count) % {"count": shown}
+
+
+def matched_words(page: search.Page) -> frozenset[str]:
+    """The folded words a text search matched: as typed, and as corrected."""
+    words = page.extra.get("words", [])
+    return frozenset([*words, *page.extra.get("corrected", {}).values()])
+
+
+def highlight(text: str, words: frozenset[str]) -> SafeString:
+    """
+    ``text`` escaped, each word whose folded form is in ``words`` wrapped in
+    ``<mark>``. Words are cut and folded as the search cuts and folds them,
+    so "Größe" is marked for "grosse"; a hyphenated word is marked for one of
+    its parts too, as PostgreSQL matches "T-shirt" for "shirt".
+    """
+    if not words:
+        return conditional_escape(text)
+    text = unicodedata.normalize("NFC", text)  # an accent is part of its word
+    parts, end = [], 0
+    for found in _WORD.finditer(text):
+        word = fold(found.group())
+        if word in words or not words.isdisjoint(word.split("-")):
+            parts.append(conditional_escape(text[end : found.start()]))
+            parts.append(format_html("<mark>{}</mark>", found.group()))
+            end = found.end()
+    parts.append(conditional_escape(text[end:]))
+    return mark_safe("".join(parts))  # every part is escaped above
 
 
 def _preview(data: bytes) -> str:

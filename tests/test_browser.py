@@ -50,9 +50,9 @@ def browser(tmp_path):
     driver.quit()
 
 
-@pytest.fixture
-def drawn_catalog():
-    items = list(generate_catalog())[::8]  # 30 products over every category
+def _save(items):
+    """Demo catalog items as products with their images (indexed on commit)."""
+    items = list(items)
     for item in items:
         category, _ = Category.objects.get_or_create(
             name=item["category"]["name"],
@@ -65,6 +65,11 @@ def drawn_catalog():
         product.image.save(f"{product.sku}.png", ContentFile(item["image"]), save=False)
         product.save()
     return items
+
+
+@pytest.fixture
+def drawn_catalog():
+    return _save(list(generate_catalog())[::8])  # 30 products over every category
 
 
 def test_text_search_in_the_browser(browser, live_server, drawn_catalog, tmp_path):
@@ -208,3 +213,37 @@ def test_photo_search_and_shop_the_look_in_the_browser(
     browser.find_element(By.NAME, "look").click()
     browser.find_element(By.CSS_SELECTOR, "#ss-photo-form button").click()
     _assert_boxes_on_the_photo(browser)
+
+
+@pytest.fixture
+def checked_catalog():
+    """The demo's checked and dotted products of four categories."""
+    kept = {"T-shirts", "Sneakers", "Hats", "Dresses"}
+    return _save(
+        item
+        for item in generate_catalog()
+        if item["category"]["name"] in kept
+        and any(word in item["product"]["name"] for word in ("checked", "dotted"))
+    )
+
+
+def test_count_and_sort_in_the_browser(browser, live_server, checked_catalog, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{live_server.url}/search/?q=checked")
+    checked = Product.objects.filter(name__contains="checked")
+    count = browser.find_element(By.ID, "ss-count").text
+    assert count == f"{checked.count()} products"
+    assert not browser.find_element(By.ID, "ss-sort-apply").is_displayed()
+    Select(browser.find_element(By.ID, "ss-sort")).select_by_visible_text(
+        "Price: high to low"
+    )
+    WebDriverWait(browser, 10).until(lambda b: "sort=-price" in b.current_url)
+    names = [
+        e.text for e in browser.find_elements(By.CSS_SELECTOR, "#ss-results .ss-name")
+    ]
+    assert names == [p.name for p in checked.order_by("-price", "pk")]
+    assert browser.find_element(By.ID, "ss-count").text == count
+    browser.save_screenshot(str(tmp_path / "sorted.png"))
