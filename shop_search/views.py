@@ -2,7 +2,9 @@
 The storefront search page: text search, photo search and shop the look.
 
 Server-rendered (``shop_search/search.html``, override it in your templates
-folder), a little plain JavaScript, and the same read path as the API.
+folder), a little plain JavaScript, and the same read path as the API. The
+page answers its own autocomplete (``?suggest=<prefix>``, JSON), so it does
+not need the API to be mounted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from django import forms
 from django.db import OperationalError
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import render
 from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -54,7 +56,7 @@ SORT_LABELS = {
 }
 
 #: Parameters that are not filters: the sort form and links set them anew.
-_NOT_FILTERS = ("q", "sort", "offset")
+_NOT_FILTERS = ("q", "sort", "offset", "suggest")
 
 
 class PhotoSearchForm(forms.Form):
@@ -63,7 +65,12 @@ class PhotoSearchForm(forms.Form):
 
 
 class SearchPageView(View):
-    """GET: text search (``?q=``, filters, ``sort``, ``offset``). POST: photo search."""
+    """
+    GET: text search (``?q=``, filters, ``sort``, ``offset``), or with
+    ``?suggest=<prefix>`` autocomplete as JSON
+    (``{"products": [{"text"}], "categories": [{"id", "name"}]}``).
+    POST: photo search.
+    """
 
     template_name = "shop_search/search.html"
 
@@ -72,10 +79,24 @@ class SearchPageView(View):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
         scope = self.throttle_scopes.get(request.method)
-        # An empty search form costs nothing; a search or an upload does.
-        if scope and (request.method != "GET" or request.GET.get("q")):
+        # An empty search form costs nothing; a search, a suggestion (one
+        # per pause in typing) or an upload does.
+        costs = request.method != "GET" or any(
+            request.GET.get(name) for name in ("q", "suggest")
+        )
+        if scope and costs:
             user = getattr(request, "user", None)
             wait = throttling.hit(scope, throttling.client_ident(request, user))
+            if wait is not None and "suggest" in request.GET:
+                response = JsonResponse(
+                    {
+                        "code": "throttled",
+                        "message": "Too many searches; wait a moment.",
+                    },
+                    status=429,
+                )
+                response["Retry-After"] = str(max(1, round(wait)))
+                return response
             if wait is not None:
                 context = {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
                 context["error"] = _("Too many searches. Please wait a moment.")
@@ -101,6 +122,8 @@ class SearchPageView(View):
         return search.visible_products(self.request)
 
     def get(self, request: HttpRequest) -> HttpResponse:
+        if "suggest" in request.GET:
+            return self.suggestions(request.GET["suggest"])
         form = TextSearchForm(request.GET)
         context: dict[str, Any] = {"form": form, "photo_form": PhotoSearchForm()}
         if not form.is_valid():
@@ -179,12 +202,34 @@ class SearchPageView(View):
         params["q"] = query
         if "offset" not in changes:
             params.pop("offset", None)
+        params.pop("suggest", None)
         for name, value in changes.items():
             if value is None:
                 params.pop(name, None)
             else:
                 params[name] = str(value)
         return "?" + params.urlencode()
+
+    def suggestions(self, prefix: str) -> JsonResponse:
+        """Autocomplete for the search box: product names and categories for
+        what has been typed, within the page's filters."""
+        try:
+            prefix = search.normalize_query(prefix)
+            queryset, _applied = apply_filters(self.get_queryset(), self.request.GET)
+            found = search.suggest(queryset, prefix)
+        except search.QueryError as exc:
+            if exc.code == "query_empty":
+                return JsonResponse({"products": [], "categories": []})
+            return JsonResponse({"code": exc.code, "message": exc.message}, status=400)
+        return JsonResponse(
+            {
+                "products": [{"text": text} for text in found.titles],
+                "categories": [
+                    {"id": c.pk, "name": categories.display_name(c)}
+                    for c in found.categories
+                ],
+            }
+        )
 
     def post(self, request: HttpRequest) -> HttpResponse:
         context: dict[str, Any] = {

@@ -227,6 +227,55 @@ def checked_catalog():
     )
 
 
+def test_suggestions_as_you_type_with_the_keyboard(
+    browser, live_server, checked_catalog, tmp_path
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{live_server.url}/search/")
+    box = browser.find_element(By.ID, "ss-q")
+    listbox = browser.find_element(By.ID, "ss-suggestions")
+    box.send_keys("Black che")
+    WebDriverWait(browser, 10).until(lambda b: listbox.is_displayed())
+    options = listbox.find_elements(By.CSS_SELECTOR, "[role=option]")
+    texts = [o.text for o in options]
+    assert texts and all(t.startswith("Black checked") for t in texts)
+    assert box.get_attribute("aria-expanded") == "true"
+    browser.save_screenshot(str(tmp_path / "suggest.png"))
+    # Arrow keys move through the list (wrapping), Escape closes it.
+    box.send_keys(Keys.ARROW_DOWN, Keys.ARROW_DOWN, Keys.ARROW_UP)
+    assert box.get_attribute("aria-activedescendant") == options[0].get_attribute("id")
+    assert "active" in options[0].get_attribute("class")
+    box.send_keys(Keys.ESCAPE)
+    assert not listbox.is_displayed() and box.get_attribute("value") == "Black che"
+    assert box.get_attribute("aria-expanded") == "false"
+    # Typing opens it again; Enter on an option searches for it.
+    box.send_keys("c")
+    WebDriverWait(browser, 10).until(lambda b: listbox.is_displayed())
+    chosen = listbox.find_elements(By.CSS_SELECTOR, "[role=option]")[0].text
+    box.send_keys(Keys.ARROW_DOWN, Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda b: "q=" in b.current_url)
+    box = browser.find_element(By.ID, "ss-q")
+    assert box.get_attribute("value") == chosen
+    first = browser.find_element(By.CSS_SELECTOR, "#ss-results .ss-card .ss-name")
+    assert first.text == chosen
+    marked = [m.text for m in first.find_elements(By.TAG_NAME, "mark")]
+    assert marked == chosen.split()[: len(marked)] and len(marked) >= 2
+    # A category offered for a prefix of its translated name.
+    box.clear()
+    box.send_keys("Kle")
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#ss-suggestions [data-category]")
+    )
+    browser.find_element(By.CSS_SELECTOR, "#ss-suggestions [data-category]").click()
+    WebDriverWait(browser, 10).until(lambda b: "category=" in b.current_url)
+    active = browser.find_element(By.CSS_SELECTOR, ".ss-chip.active")
+    assert active.text == "Dresses"
+
+
 def test_count_and_sort_in_the_browser(browser, live_server, checked_catalog, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait

@@ -141,6 +141,57 @@ def test_other_sorts_of_the_shop_are_offered_by_their_key(
     assert _names(html) == sorted(_names(html))
 
 
+def test_suggestions_as_json_from_the_page_itself(client, checked_shop):
+    body = client.get("/search/", {"suggest": "Black che"}).json()
+    texts = [s["text"] for s in body["products"]]
+    assert texts and all(t.startswith("Black checked") for t in texts)
+    assert "Black checked T-shirt" in texts
+    typo = client.get("/search/", {"suggest": "Blakc che"}).json()
+    assert typo["products"] == body["products"]
+    categories = client.get("/search/", {"suggest": "Kle"}).json()["categories"]
+    assert [c["name"] for c in categories] == ["Dresses"]
+    assert client.get("/search/", {"suggest": "  "}).json() == {
+        "products": [],
+        "categories": [],
+    }
+    # Within the page's filters; a category that does not exist has nothing.
+    nowhere = client.get("/search/", {"suggest": "Black che", "category": 99999})
+    assert nowhere.json() == {"products": [], "categories": []}
+    too_long = client.get("/search/", {"suggest": "x" * 300})
+    assert too_long.status_code == 400
+    assert too_long.json()["code"] == "query_too_long"
+
+
+def test_suggestions_work_without_the_api(client, checked_shop, settings):
+    settings.ROOT_URLCONF = "shop_search.urls"  # the page alone, at /
+    body = client.get("/", {"suggest": "Black che"}).json()
+    assert body["products"]
+
+
+def test_suggestions_are_throttled_like_searches(client, checked_shop, settings):
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "THROTTLE_RATES": {"shop_search_text": "3/min"},
+    }
+    try:
+        assert client.get("/search/", {"suggest": ""}).status_code == 200  # free
+        codes = [
+            client.get("/search/", {"suggest": f"Black c{n}"}).status_code
+            for n in range(3)
+        ]
+        assert codes == [200, 200, 200]
+        refused = client.get("/search/", {"suggest": "Black che"})
+        assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+        assert refused.json()["code"] == "throttled"
+        # One count for typing and searching.
+        assert client.get("/search/", {"q": "checked"}).status_code == 429
+    finally:
+        caches["default"].clear()
+
+
 def test_the_matched_words_are_highlighted(client, checked_shop):
     html = client.get("/search/", {"q": "black checked"}).content.decode()
     assert (
