@@ -23,11 +23,12 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Document", "build", "fold", "tokens", "name_fields"]
+__all__ = ["Document", "WORD", "build", "fold", "tokens", "name_fields"]
 
 # German sharp s and ligatures that NFKD does not split.
 _SPECIAL = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l"})
-_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*", re.UNICODE)
+#: A word as the search cuts text (hyphenated words stay whole).
+WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*", re.UNICODE)
 
 
 def fold(text: str) -> str:
@@ -38,7 +39,7 @@ def fold(text: str) -> str:
 
 def tokens(text: str) -> list[str]:
     """The folded words of ``text`` (hyphenated words stay whole)."""
-    return _WORD.findall(fold(text))
+    return WORD.findall(fold(text))
 
 
 @dataclass(frozen=True)

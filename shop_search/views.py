@@ -28,7 +28,7 @@ from django.views import View
 from . import categories, search, throttling
 from .api.serializers import image_url
 from .conf import import_from_setting, shop_search_settings
-from .documents import _WORD, fold
+from .documents import WORD, fold
 from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from .filtering import apply_filters
 from .images import load_image
@@ -343,7 +343,7 @@ def highlight(text: str, words: frozenset[str]) -> SafeString:
         return conditional_escape(text)
     text = unicodedata.normalize("NFC", text)  # an accent is part of its word
     parts, end = [], 0
-    for found in _WORD.finditer(text):
+    for found in WORD.finditer(text):
         word = fold(found.group())
         if word in words or not words.isdisjoint(word.split("-")):
             parts.append(conditional_escape(text[end : found.start()]))
