@@ -29,15 +29,20 @@ DEFAULTS: dict[str, Any] = {
     # Images per forward pass, and products per database chunk when indexing.
     "BATCH_SIZE": 32,
     # "auto" (default): the fastest precision whose vectors stay within
-    # cosine 0.995 of fp32 on this machine, chosen and logged at load. Or
-    # explicitly "fp32", "bf16" (bfloat16 autocast: fast with AVX-512 BF16 /
-    # AMX and on GPUs, many times slower without) or "int8" (dynamic int8
-    # quantization of the linear layers, CPU only).
-    "PRECISION": "fp32",
-    # Inference runtime: "auto" (ONNX Runtime when installed, its model
-    # exported and passing the parity check, and faster; else torch),
-    # "torch" or "onnx".
-    "BACKEND": "torch",
+    # cosine 0.995 of fp32 on this machine, chosen and logged at load (int8 on
+    # ONNX Runtime; on torch bf16 with AMX / AVX-512 BF16, else int8; fp16 on
+    # a CUDA GPU), checked on a fixed probe and vetoed back to fp32 if it
+    # drifts. Or explicitly "fp32", "bf16" (bfloat16 autocast: fast with
+    # AVX-512 BF16 / AMX and on GPUs, many times slower without), "int8"
+    # (dynamic int8 quantization of the linear layers, CPU only) or "fp16"
+    # (CUDA only). Never changes the vectors' model: no reindexing.
+    "PRECISION": "auto",
+    # Inference runtime: "auto" (default: ONNX Runtime on a CPU when
+    # onnxruntime is installed, `pip install shop-search[onnx]`, and PRECISION
+    # is not bf16; else torch), "torch" or "onnx". ONNX graphs are exported on
+    # first use, cached beside the model (or under HF_HOME) and checked against
+    # torch at load (cosine 0.999); a graph that fails falls back to torch.
+    "BACKEND": "auto",
     # "sync": encode right after the product's transaction commits, in-process.
     # "celery": send shop_search.tasks.index_products to the shop's Celery app.
     "INDEXING_MODE": "sync",

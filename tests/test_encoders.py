@@ -100,7 +100,11 @@ def test_int8_vectors_stay_close_to_fp32(settings):
     texts = ["red dress", "rotes Kleid", "лампа"]
     fp32_images = get_image_encoder().encode_images(images)
     fp32_texts = get_text_encoder().encode_texts(texts)
-    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "PRECISION": "int8"}
+    settings.SHOP_SEARCH = {
+        **settings.SHOP_SEARCH,
+        "PRECISION": "int8",
+        "BACKEND": "torch",
+    }
     image_encoder, text_encoder = get_image_encoder(), get_text_encoder()
     assert (image_encoder.precision, text_encoder.precision) == ("int8", "int8")
     int8_images = image_encoder.encode_images(images)

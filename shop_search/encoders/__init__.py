@@ -43,6 +43,7 @@ def encoder_for(model_name: str) -> BaseEncoder:
                     device=shop_search_settings.DEVICE,
                     batch_size=shop_search_settings.BATCH_SIZE,
                     precision=shop_search_settings.PRECISION,
+                    backend=shop_search_settings.BACKEND,
                 )
                 _encoders[model_name] = encoder
     return encoder

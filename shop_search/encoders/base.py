@@ -24,6 +24,11 @@ class BaseEncoder:
     - return ``numpy.ndarray`` of shape ``(len(inputs), dimensions)``, dtype
       float32, every row L2-normalized;
     - be safe to call from several threads.
+
+    ``precision`` and ``backend`` come from ``SHOP_SEARCH['PRECISION']`` and
+    ``['BACKEND']`` ("auto" by default); an encoder may run its model however
+    it likes as long as the vectors stay within cosine 0.995 of fp32. They
+    never change ``model_id``: stored vectors stay valid across them.
     """
 
     def __init__(
@@ -32,12 +37,14 @@ class BaseEncoder:
         *,
         device: str | None = None,
         batch_size: int = 32,
-        precision: str = "fp32",
+        precision: str = "auto",
+        backend: str = "auto",
     ) -> None:
         self.model_name = model_name
         self.device = device
         self.batch_size = batch_size
         self.precision = precision
+        self.backend = backend
 
     @property
     def model_id(self) -> str:

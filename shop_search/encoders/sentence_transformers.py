@@ -6,20 +6,32 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import EncodingError, ModelLoadError
+from . import runtime
 from .base import BaseEncoder
+from .onnx_backend import OnnxTower, OnnxUnavailable, cache_folder, load_tower
+from .runtime import (
+    PRECISIONS,
+    Runtime,
+    check_settings,
+    choose_runtime,
+    cpu_flags,
+    min_cosine,
+    onnxruntime_version,
+    probe_inputs,
+)
+from .torch_backend import forward, modalities, prepare, quantize_int8
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
 __all__ = ["SentenceTransformerEncoder", "PRECISIONS"]
-
-PRECISIONS = ("fp32", "bf16", "int8")
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +44,14 @@ class SentenceTransformerEncoder(BaseEncoder):
     Hugging Face cache (``HF_HOME``); with ``HF_HUB_OFFLINE=1`` nothing is
     fetched. Calls to the model are serialized: tokenizers are not
     thread-safe, and on CPU a second concurrent forward pass gains nothing.
+
+    At load, ``precision`` and ``backend`` ("auto" by default) are resolved to
+    a :class:`~shop_search.encoders.runtime.Runtime` (``.runtime``), logged.
+    An automatic reduced precision on torch is checked against fp32 on a fixed
+    probe and vetoed (back to fp32, with a warning) if it drifts. On ONNX
+    Runtime each tower (images, texts) is exported on its first use, cached
+    and checked against torch fp32; if it cannot be had, the encoder falls
+    back to torch with a warning. None of this changes ``model_id``.
     """
 
     def __init__(
@@ -40,21 +60,37 @@ class SentenceTransformerEncoder(BaseEncoder):
         *,
         device: str | None = None,
         batch_size: int = 32,
-        precision: str = "fp32",
+        precision: str = "auto",
+        backend: str = "auto",
     ) -> None:
         super().__init__(
-            model_name, device=device, batch_size=batch_size, precision=precision
+            model_name,
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
+            backend=backend,
         )
-        if precision not in PRECISIONS:
-            raise ModelLoadError(
-                f"SHOP_SEARCH['PRECISION'] is {precision!r}; use 'fp32', 'bf16' "
-                "or 'int8'."
-            )
+        check_settings(precision, backend)
         self._model: Any = None
+        self._runtime: Runtime | None = None
+        self._towers: dict[str, OnnxTower] = {}
         self._lock = threading.Lock()
+        # Tokenizers are not thread-safe; preprocessing may overlap the model.
+        self._preprocess_lock = threading.Lock()
 
     @property
     def model(self) -> Any:
+        """The loaded torch model (also the preprocessing of the ONNX towers)."""
+        return self._load_once()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The backend and precision the vectors come from (loads the model)."""
+        self._load_once()
+        assert self._runtime is not None
+        return self._runtime
+
+    def _load_once(self) -> Any:
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -75,9 +111,70 @@ class SentenceTransformerEncoder(BaseEncoder):
         except Exception as exc:  # noqa: BLE001 - every cause gets the same advice
             raise ModelLoadError(self._load_advice(exc)) from exc
         model.eval()
-        if self.precision == "int8":
-            model = _quantize_int8(model, self.model_name)
+        chosen = choose_runtime(
+            self.precision,
+            self.backend,
+            device_type=model.device.type,
+            flags=cpu_flags(),
+            onnx_version=None if self.backend == "torch" else onnxruntime_version(),
+        )
+        if chosen.backend == "torch":
+            model, chosen = self._with_precision(model, chosen)
+        self._set_runtime(chosen)
         return model
+
+    def _set_runtime(self, chosen: Runtime) -> None:
+        self._runtime = chosen
+        log = logger.warning if chosen.fallback else logger.info
+        log("%s runs on %s", self.model_name, chosen)
+
+    def _with_precision(self, model: Any, chosen: Runtime) -> tuple[Any, Runtime]:
+        """
+        ``model`` at ``chosen.precision`` on torch. A precision chosen by
+        "auto" must keep the probe's vectors within ``PRECISION_TOLERANCE`` of
+        fp32, else the model stays fp32 (a warning says so).
+        """
+        precision = chosen.precision
+        if precision == "fp32":
+            return model, chosen
+        if not chosen.automatic:
+            if precision == "int8":
+                model = quantize_int8(model, self.model_name, inplace=True)
+            return model, chosen
+        probed = modalities(model)
+        expected = {
+            m: self._torch_vectors(model, probe_inputs(m), m, "fp32") for m in probed
+        }
+        try:
+            candidate = (
+                quantize_int8(model, self.model_name, inplace=False)
+                if precision == "int8"
+                else model
+            )
+        except ModelLoadError as exc:
+            return model, self._fp32_instead(chosen, str(exc))
+        cosine = min(
+            min_cosine(
+                expected[m],
+                self._torch_vectors(candidate, probe_inputs(m), m, precision),
+            )
+            for m in probed
+        )
+        if cosine < runtime.PRECISION_TOLERANCE:
+            return model, self._fp32_instead(
+                chosen,
+                f"{precision} drifts from fp32 on the probe (cosine {cosine:.5f} "
+                f"< {runtime.PRECISION_TOLERANCE})",
+            )
+        return candidate, replace(
+            chosen, reason=f"{chosen.reason}; probe cosine {cosine:.5f} vs fp32"
+        )
+
+    @staticmethod
+    def _fp32_instead(chosen: Runtime, why: str) -> Runtime:
+        return replace(
+            chosen, precision="fp32", reason=f"{why}; {chosen.reason}", fallback=True
+        )
 
     def _load_advice(self, exc: Exception) -> str:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -113,26 +210,49 @@ class SentenceTransformerEncoder(BaseEncoder):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         from ..images import letterbox
 
-        return self._encode([letterbox(image) for image in images])
+        return self._encode([letterbox(image) for image in images], "image")
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(list(texts))
+        return self._encode(list(texts), "text")
 
-    def _encode(self, inputs: list[Any]) -> np.ndarray:
+    def preprocess(self, inputs: Sequence[Any]) -> dict[str, Any]:
+        """
+        The model's own preprocessing of one batch (tokenizer, or image
+        processor for images already letterboxed): the features
+        :meth:`encode_features` takes. It runs under its own lock, so a
+        pipeline can prepare the next batch while the model runs.
+        """
+        model = self._load_once()
+        with self._preprocess_lock:
+            return prepare(model, inputs)
+
+    def encode_features(self, features: dict[str, Any], modality: str) -> np.ndarray:
+        """
+        The forward pass alone, on the runtime in use, for one batch from
+        :meth:`preprocess` of ``modality`` ("image" or "text"): L2-normalized
+        float32 rows.
+        """
+        self._load_once()
+        with self._lock:
+            tower = self._tower(modality)
+            if tower is not None:
+                return tower.run(features)
+            assert self._runtime is not None
+            return forward(self._model, features, self._runtime.precision)
+
+    def _encode(self, inputs: list[Any], modality: str) -> np.ndarray:
         import numpy as np
 
-        model = self.model
         if not inputs:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         try:
-            with self._lock, self._precision_context(model):
-                vectors = model.encode(
-                    inputs,
-                    batch_size=self.batch_size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=False,
-                )
+            vectors = self._batched(
+                inputs,
+                modality,
+                lambda chunk: self.encode_features(self.preprocess(chunk), modality),
+            )
+        except ModelLoadError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise EncodingError(
                 f"Model {self.model_name!r} failed to encode {len(inputs)} input(s): "
@@ -140,14 +260,81 @@ class SentenceTransformerEncoder(BaseEncoder):
             ) from exc
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def _precision_context(self, model: Any) -> Any:
-        import contextlib
+    def _batched(
+        self,
+        inputs: Sequence[Any],
+        modality: str,
+        encode: Callable[[list[Any]], np.ndarray],
+    ) -> np.ndarray:
+        """``encode`` applied per batch of ``batch_size``, rows in input order."""
+        import numpy as np
 
-        if self.precision != "bf16":
-            return contextlib.nullcontext()
-        import torch
+        order = np.arange(len(inputs))
+        if modality == "text":
+            # Batches of similar lengths pad less (sentence-transformers does too).
+            order = np.argsort([-len(text) for text in inputs], kind="stable")
+        splits = range(self.batch_size, len(order), self.batch_size)
+        parts = [
+            encode([inputs[i] for i in chunk])
+            for chunk in np.array_split(order, splits)
+        ]
+        stacked = np.concatenate(parts)
+        vectors = np.empty_like(stacked)
+        vectors[order] = stacked
+        return vectors
 
-        return torch.autocast(model.device.type, dtype=torch.bfloat16)
+    def _torch_vectors(
+        self, model: Any, inputs: Sequence[Any], modality: str, precision: str
+    ) -> np.ndarray:
+        """``inputs`` through ``model`` on torch at ``precision`` (for probes)."""
+
+        def encode(chunk: list[Any]) -> np.ndarray:
+            with self._preprocess_lock:
+                features = prepare(model, chunk)
+            return forward(model, features, precision)
+
+        return self._batched(inputs, modality, encode)
+
+    def _tower(self, modality: str) -> OnnxTower | None:
+        """The ONNX tower for ``modality`` (built on first use); ``None``: torch."""
+        assert self._runtime is not None
+        if self._runtime.backend != "onnx":
+            return None
+        tower = self._towers.get(modality)
+        if tower is None:
+            import torch
+
+            model = self._model
+            try:
+                tower = load_tower(
+                    model,
+                    cache_folder(self.model_name, _local_folder(self.model_name)),
+                    modality,
+                    self._runtime.precision,
+                    reference=lambda x: self._torch_vectors(model, x, modality, "fp32"),
+                    preprocess=lambda x: prepare(model, x),
+                    threads=torch.get_num_threads(),
+                )
+            except OnnxUnavailable as exc:
+                self._fall_back_to_torch(f"ONNX Runtime unavailable: {exc}")
+                return None
+            self._towers[modality] = tower
+        return tower
+
+    def _fall_back_to_torch(self, why: str) -> None:
+        assert self._runtime is not None
+        chosen = choose_runtime(
+            self.precision,
+            "torch",
+            device_type=self._model.device.type,
+            flags=cpu_flags(),
+            onnx_version=None,
+        )
+        self._model, chosen = self._with_precision(self._model, chosen)
+        self._towers.clear()
+        self._set_runtime(
+            replace(chosen, reason=f"{why}; {chosen.reason}", fallback=True)
+        )
 
     @classmethod
     def peek_dimensions(cls, model_name: str) -> int | None:
@@ -169,36 +356,6 @@ class SentenceTransformerEncoder(BaseEncoder):
                 if isinstance(config.get(key), int):
                     return config[key]
         return None
-
-
-def _quantize_int8(model: Any, model_name: str) -> Any:
-    """
-    Dynamic int8 quantization of the model's linear layers (weights stored as
-    int8, activations quantized per call): a quarter of the weight memory to
-    read per query, which is what bounds a short text query on a CPU.
-    """
-    import warnings
-
-    import torch
-
-    if model.device.type != "cpu":
-        raise ModelLoadError(
-            f"PRECISION 'int8' runs on the CPU only; {model_name!r} is on "
-            f"{model.device}. Use 'bf16' or 'fp32' on a GPU."
-        )
-    quantize = getattr(
-        getattr(torch.ao, "quantization", None), "quantize_dynamic", None
-    )
-    if quantize is None:
-        raise ModelLoadError(
-            f"PRECISION 'int8' needs torch.ao.quantization.quantize_dynamic, which "
-            f"torch {torch.__version__} does not have. Use 'fp32' or 'bf16'."
-        )
-    with warnings.catch_warnings():
-        # torch marks eager-mode quantization deprecated in favour of torchao;
-        # it still works, and is checked against fp32 by the tests.
-        warnings.simplefilter("ignore")
-        return quantize(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _local_folder(model_name: str) -> Path | None:
