@@ -11,8 +11,8 @@ Channels (each a ranked list of product keys, best first):
   vocabulary to the nearest word that is (one edit for short words, two for
   long ones; RapidFuzz over the vocabulary PostgreSQL's ``ts_stat`` lists).
   The embedded PostgreSQL has no ``pg_trgm``; this works on any server.
-- ``some_words``: products with at least one query word, when no product has
-  them all.
+- ``some_words``: products with all query words but one (either of two),
+  when no product has them all.
 - ``meaning``: the text model's embedding of the product's names against the
   query's (semantic, across languages).
 
@@ -35,6 +35,9 @@ from .documents import fold, tokens
 from .ranking import hnsw_cursor
 
 __all__ = ["Channels", "rank", "vocabulary", "correct", "suggest_titles"]
+
+#: Matches ranked per channel, as a multiple of the channel's depth.
+RANK_POOL = 4
 
 #: The text channels, in the order their hits are read.
 TEXT_CHANNELS = ("identifier", "name", "typo", "some_words", "meaning")
@@ -127,10 +130,13 @@ def rank(
     *,
     text_model: str,
     depth: int,
+    image: tuple[str, list[Any]] | None = None,
 ) -> Channels:
     """
     The text channels for ``query`` over the products of ``queryset``, each
-    at most ``depth`` long, from one SQL statement.
+    at most ``depth`` long, from one SQL statement. ``image``: SQL selecting
+    ``(pk, distance)`` (:func:`~shop_search.ranking.image_channel_sql`), run
+    in the same statement as the ``image`` channel.
     """
     using = queryset.db
     content_type = ContentType.objects.db_manager(using).get_for_model(
@@ -153,8 +159,16 @@ def rank(
     docs = (
         "SELECT d.object_pk, d.tsv, d.identifiers, d.vector, d.text_model "
         "FROM shop_search_searchdocument d WHERE d.content_type_id = %s "
-        "AND EXISTS (SELECT 1 FROM ({}) AS c(pk) WHERE c.pk = d.object_pk::{})"
-    ).format(candidates_sql, pk_type)
+    )
+    if queryset.query.where:
+        docs += (
+            "AND EXISTS (SELECT 1 FROM ({}) AS c(pk) WHERE c.pk = d.object_pk::{})"
+        ).format(candidates_sql, pk_type)
+    else:
+        # Every product may be found: a document is removed with its product
+        # (shop_search_reindex removes those of rows deleted behind Django's
+        # back), so there is nothing to check.
+        candidates_params = ()
     identifier = fold(query).upper().strip()
     if identifier:
         parts.append(
@@ -168,25 +182,33 @@ def rank(
         queries = [("name", _tsquery(words))]
         if result.corrected:
             queries.append(("typo", _tsquery(fixed)))
+        # Ranking every match of a common word ("red") would cost a
+        # ts_rank_cd per row; at most RANK_POOL x depth matches are ranked
+        # (they all have every word, so which ones barely matters: the
+        # other channels order them).
+        pool = RANK_POOL * depth
+        ranked = (
+            "(SELECT '{channel}', object_pk, ts_rank_cd(tsv, "
+            "to_tsquery('simple', %s), 1)::float FROM (SELECT object_pk, tsv "
+            "FROM docs WHERE tsv @@ to_tsquery('simple', %s){extra} LIMIT %s) AS m "
+            "ORDER BY 3 DESC, 2 LIMIT %s)"
+        )
         for channel, tsquery in queries:
-            parts.append(
-                f"(SELECT '{channel}', object_pk, "
-                "ts_rank_cd(tsv, to_tsquery('simple', %s), 1)::float FROM docs "
-                "WHERE tsv @@ to_tsquery('simple', %s) ORDER BY 3 DESC, 2 LIMIT %s)"
-            )
-            params += [tsquery, tsquery, depth]
+            parts.append(ranked.format(channel=channel, extra=""))
+            params += [tsquery, tsquery, pool, depth]
         if len(words) > 1:
-            # Only when no product has every word (evaluated once).
+            # Only when no product has every word (the NOT EXISTS runs
+            # once): products with all words but one (any word, for two).
             every = queries[-1][1]
-            some = _tsquery(list(dict.fromkeys(fixed)), "|")
+            some = _some_words(list(dict.fromkeys(fixed)))
             parts.append(
-                "(SELECT 'some_words', object_pk, "
-                "ts_rank_cd(tsv, to_tsquery('simple', %s), 1)::float FROM docs "
-                "WHERE tsv @@ to_tsquery('simple', %s) AND NOT EXISTS ("
-                "SELECT 1 FROM docs WHERE tsv @@ to_tsquery('simple', %s)) "
-                "ORDER BY 3 DESC, 2 LIMIT %s)"
+                ranked.format(
+                    channel="some_words",
+                    extra=" AND NOT EXISTS (SELECT 1 FROM docs "
+                    "WHERE tsv @@ to_tsquery('simple', %s))",
+                )
             )
-            params += [some, some, every, depth]
+            params += [some, some, every, pool, depth]
         best = queries[1][1] if result.corrected else queries[0][1]
         parts.append(
             "(SELECT 'count', NULL, count(*)::float FROM (SELECT 1 FROM docs "
@@ -201,6 +223,13 @@ def rank(
             "ORDER BY vector <#> %s::halfvec LIMIT %s)"
         )
         params += [vector, text_model, vector, depth]
+    if image is not None:
+        image_sql, image_params = image
+        parts.append(
+            "(SELECT 'image', i.pk::text, least(1.0, -i.distance)::float "
+            f"FROM ({image_sql}) AS i(pk, distance))"
+        )
+        params += image_params
     if not parts:
         return result
     sql = f"WITH docs AS NOT MATERIALIZED ({docs}) " + " UNION ALL ".join(parts)
@@ -218,6 +247,17 @@ def rank(
     if result.hits.get("name") or result.hits.get("typo"):
         result.hits.pop("some_words", None)
     return result
+
+
+def _some_words(words: list[str]) -> str:
+    """A tsquery for all of ``words`` but one (any of two)."""
+    if len(words) <= 2:
+        return _tsquery(words, "|")
+    groups = [
+        "(" + _tsquery(words[:skip] + words[skip + 1 :]) + ")"
+        for skip in range(len(words))
+    ]
+    return " | ".join(groups)
 
 
 def _vector_literal(vector: np.ndarray) -> str:

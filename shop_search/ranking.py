@@ -32,6 +32,7 @@ __all__ = [
     "estimated_rows",
     "check_limit",
     "hnsw_cursor",
+    "image_channel_sql",
 ]
 
 
@@ -101,12 +102,9 @@ def rank_nearest(
     offset: int = 0,
     min_score: float | None = None,
     image_model: str | None = None,
-    keys_only: bool = False,
 ) -> Page:
-    """:func:`nearest` without the ``MAX_LIMIT`` check, for deeper internal
-    rankings (the image channel of a text search). ``keys_only``: the hits'
-    objects carry their primary key only (the caller reads the products it
-    shows)."""
+    """:func:`nearest` without the ``MAX_LIMIT`` check, for internal
+    rankings (the noise floors, the evaluation report)."""
     if queryset.query.is_empty():  # e.g. a filter on a category that is gone
         return Page(hits=[], limit=limit, offset=offset, has_more=False)
     if min_score is None:
@@ -120,8 +118,6 @@ def rank_nearest(
         search_embedding__isnull=False,
         search_model=image_model or serving(queryset.db).image_model,
     ).defer("search_embedding")  # 512 numbers a row that results do not show
-    if keys_only:
-        candidates = candidates.only("pk")
     cache_key = result_cache.ranking_key(
         candidates, vector, limit=limit, offset=offset, min_score=min_score
     )
@@ -166,6 +162,38 @@ def rank_nearest(
     return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
 
 
+def image_channel_sql(
+    queryset: models.QuerySet, vector: np.ndarray, *, depth: int, image_model: str
+) -> tuple[str, list[Any]] | None:
+    """
+    SQL selecting ``(pk, distance)`` of the ``depth`` products nearest to
+    ``vector``, to run inside another statement (the text search's channels):
+    an exact scan for few candidates, else the HNSW index, as in
+    :func:`rank_nearest` (without its refill: a channel may come up short).
+    None for a queryset that is empty by construction.
+    """
+    if queryset.query.is_empty():
+        return None
+    embedding = queryset.model._meta.get_field("search_embedding")
+    query = Cast(
+        models.Value(embedding.get_prep_value(vector)), output_field=embedding.clone()
+    )
+    candidates = queryset.filter(
+        search_embedding__isnull=False, search_model=image_model
+    )
+    distance = MaxInnerProduct("search_embedding", query)
+    threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
+    if threshold and estimated_rows(candidates) <= threshold:
+        distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
+    ranked = (
+        candidates.annotate(_distance=distance)
+        .order_by("_distance")
+        .values_list("pk", "_distance")[:depth]
+    )
+    sql, params = ranked.query.get_compiler(using=queryset.db).as_sql()
+    return sql, list(params)
+
+
 def _cached_page(
     candidates: models.QuerySet, cached: Any, *, limit: int, offset: int
 ) -> Page:
@@ -194,12 +222,16 @@ def estimated_rows(queryset: models.QuerySet) -> int:
 
 @contextmanager
 def hnsw_cursor(using: str) -> Iterator[Any]:
-    """A cursor in a transaction with this module's HNSW settings."""
+    """A cursor in a transaction with this module's HNSW settings, and no
+    parallel workers."""
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), "
             "set_config('hnsw.iterative_scan', 'strict_order', true), "
-            "set_config('hnsw.max_scan_tuples', %s, true)",
+            "set_config('hnsw.max_scan_tuples', %s, true), "
+            # Starting parallel workers costs milliseconds, more than these
+            # queries take; a busy site has no idle cores for them anyway.
+            "set_config('max_parallel_workers_per_gather', '0', true)",
             [
                 str(int(shop_search_settings.EF_SEARCH)),
                 str(int(shop_search_settings.MAX_SCAN_TUPLES)),

@@ -25,7 +25,14 @@ from . import calibration, lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
 from .images import load_image
 from .models import SearchableProduct, searchable_models
-from .ranking import Hit, Page, check_limit, estimated_rows, nearest, rank_nearest
+from .ranking import (
+    Hit,
+    Page,
+    check_limit,
+    estimated_rows,
+    image_channel_sql,
+    nearest,
+)
 from .switching import serving
 from .vectors import (
     VISIBLE_PATTERN,
@@ -188,14 +195,19 @@ def _search_text(
     depth = max(int(shop_search_settings.CHANNEL_DEPTH), offset + limit + 1)
     if sort != "relevance":
         depth = max(depth, int(shop_search_settings.COUNT_CAP))
+    # Every channel, the image one included, in one statement.
     channels = lexical.rank(
-        queryset, query, vector, text_model=current.text_model, depth=depth
-    )
-    images = rank_nearest(
-        queryset, vector, limit=depth, image_model=current.image_model, keys_only=True
+        queryset,
+        query,
+        vector,
+        text_model=current.text_model,
+        depth=depth,
+        image=image_channel_sql(
+            queryset, vector, depth=depth, image_model=current.image_model
+        ),
     )
     floors = calibration.noise_floors(queryset.model, current, queryset.db)
-    fused = _fuse(channels, images, floors)
+    fused = _fuse(channels, floors)
     matching = [key for key, (_s, matched) in fused.items() if matched]
     extra: dict[str, Any] = {
         "words": channels.words,
@@ -230,17 +242,15 @@ def _search_text(
 
 
 def _fuse(
-    channels: lexical.Channels, images: Page, floors: tuple[float, float]
+    channels: lexical.Channels, floors: tuple[float, float]
 ) -> dict[str, tuple[float, list[str]]]:
     """``{key: (fused score, matched channels)}``; image and meaning hits
     count as matched only above their noise floors."""
     weights = shop_search_settings.CHANNEL_WEIGHTS
     k = float(shop_search_settings.RRF_K)
     image_floor, meaning_floor = floors
-    ranked = dict(channels.hits)
-    ranked["image"] = [(str(hit.object.pk), hit.score) for hit in images]
     fused: dict[str, tuple[float, list[str]]] = {}
-    for channel, hits in ranked.items():
+    for channel, hits in channels.hits.items():
         weight = float(weights.get(channel, 1.0))
         floor = {"image": image_floor, "meaning": meaning_floor}.get(channel)
         for position, (key, score) in enumerate(hits, start=1):

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 
 from demo_shop.catalog.models import Category, Product
-from shop_search.models import SearchDocument
+from shop_search.models import IndexState, PendingEmbedding, SearchDocument
 
 pytestmark = pytest.mark.django_db
 
@@ -25,9 +25,13 @@ def demo_catalog(django_db_setup, django_db_blocker):
         call_command("demo", "--no-serve", stdout=StringIO())
         products = list(Product.objects.order_by("pk"))
         yield products
+        # Committed outside the tests' transactions: leave nothing behind,
+        # not even the serving models the demo recorded.
         Product.objects.all().delete()
         Category.objects.all().delete()
         SearchDocument.objects.all().delete()
+        IndexState.objects.all().delete()
+        PendingEmbedding.objects.all().delete()
 
 
 def _sample(products, n):
