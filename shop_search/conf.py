@@ -30,12 +30,12 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 32,
     # "auto" (default): the fastest precision whose vectors stay within
     # cosine 0.995 of fp32 on this machine, chosen and logged at load (int8 on
-    # ONNX Runtime; on torch bf16 with AMX / AVX-512 BF16, else int8; fp16 on
-    # a CUDA GPU), checked on a fixed probe and vetoed back to fp32 if it
-    # drifts. Or explicitly "fp32", "bf16" (bfloat16 autocast: fast with
-    # AVX-512 BF16 / AMX and on GPUs, many times slower without), "int8"
-    # (dynamic int8 quantization of the linear layers, CPU only) or "fp16"
-    # (CUDA only). Never changes the vectors' model: no reindexing.
+    # ONNX Runtime; on torch bf16 with AMX, else int8; fp16 on a CUDA GPU),
+    # checked on a fixed probe and vetoed back to fp32 if it drifts. Or
+    # explicitly "fp32", "bf16" (bfloat16 autocast: fast with AMX and on
+    # GPUs, many times slower without bf16 instructions), "int8" (dynamic
+    # int8 quantization of the linear layers, CPU only) or "fp16" (CUDA
+    # only). Never changes the vectors' model: no reindexing.
     "PRECISION": "auto",
     # Inference runtime: "auto" (default: ONNX Runtime on a CPU when
     # onnxruntime is installed, `pip install shop-search[onnx]`, and PRECISION

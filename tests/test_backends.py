@@ -72,8 +72,9 @@ def pair(chosen):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "bf16"),
-        ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+        ({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
+        # AVX-512 BF16 without AMX (AMD EPYC): int8 measured faster than bf16.
+        ({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}, "int8"),
         ({"avx2", "avx512f", "avx512_vnni"}, "int8"),
         ({"avx2"}, "int8"),
         (set(), "int8"),
@@ -141,8 +142,7 @@ def test_the_choice_is_logged_at_load_and_leaves_model_id_alone(
     encoder = get_image_encoder()
     with caplog.at_level(logging.INFO, logger="shop_search"):
         chosen = encoder.runtime
-    flags = runtime.cpu_flags()
-    expected = "bf16" if {"amx_bf16", "avx512_bf16"} & flags else "int8"
+    expected = "bf16" if "amx_bf16" in runtime.cpu_flags() else "int8"
     assert pair(chosen) == ("torch", expected)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("shop_search")]
     assert f"{models['image']} runs on torch {expected} (auto: CPU" in "\n".join(lines)

@@ -43,8 +43,11 @@ PRECISION_TOLERANCE = 0.995
 #: An ONNX graph must keep the probe's vectors this close to torch fp32.
 BACKEND_TOLERANCE = 0.999
 
-#: CPU flags (``/proc/cpuinfo``) of native bfloat16 matrix instructions.
-BF16_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
+#: The ``/proc/cpuinfo`` flag of the bfloat16 matrix units (AMX) that make
+#: torch bf16 faster than int8. AVX-512 BF16 alone does not: on an AMD EPYC
+#: with it, torch int8 measured 1.3-1.6x bf16's images/s and half its query
+#: time (BENCHMARKS.md).
+BF16_FLAG = "amx_bf16"
 
 
 @dataclass(frozen=True)
@@ -98,10 +101,12 @@ def choose_runtime(
 
     The rule, from the measurements in BENCHMARKS.md: ONNX Runtime is faster
     than torch on a CPU at fp32 and at int8, and its int8 is the fastest
-    runtime measured on every CPU tried, with vectors within cosine 0.9998 of
-    fp32; it has no bf16 or fp16 kernels worth using on a CPU. Without it,
-    torch bf16 is fastest on CPUs with AMX or AVX-512 BF16 and many times
-    slower on others, where torch int8 is fastest. On a CUDA GPU, torch fp16.
+    runtime measured on every CPU tried (Xeon with AMX, EPYC with and
+    without AVX-512), with vectors within cosine 0.9998 of fp32; it has no
+    bf16 or fp16 kernels worth using on a CPU. Without it, torch bf16 is
+    fastest on CPUs with AMX (``BF16_FLAG``), torch int8 on others (bf16 is
+    many times slower without bf16 instructions, and slower than int8 with
+    AVX-512 BF16 alone). On a CUDA GPU, torch fp16.
     """
     check_settings(precision, backend)
     on_cpu = device_type == "cpu"
@@ -147,11 +152,10 @@ def choose_runtime(
     elif use_onnx:
         picked, why = "int8", f"auto: CPU, onnxruntime {onnx_version}"
     else:
-        present = [name for flag, name in BF16_FLAGS.items() if flag in flags]
-        if present:
-            picked, why = "bf16", f"auto: CPU with {' and '.join(present)}"
+        if BF16_FLAG in flags:
+            picked, why = "bf16", "auto: CPU with AMX"
         else:
-            picked, why = "int8", "auto: CPU without AMX or AVX-512 BF16"
+            picked, why = "int8", "auto: CPU without AMX"
         if backend == "auto":
             why += ", onnxruntime not installed"
     if fallback:
