@@ -163,6 +163,25 @@ def test_an_automatic_precision_that_drifts_is_vetoed_to_fp32(
     assert cosines(vectors, torch_fp32["image"]).min() > 0.99999
 
 
+@pytest.mark.parametrize(
+    "spec", ["torch:bf16", "torch:int8", "onnx:fp32", "onnx:int8", "auto:auto"]
+)
+def test_every_runtime_stays_within_the_tolerance_of_torch_fp32(
+    spec, models, torch_fp32
+):
+    backend, precision = spec.split(":")
+    image = SentenceTransformerEncoder(
+        models["image"], precision=precision, backend=backend
+    )
+    text = SentenceTransformerEncoder(
+        models["text"], precision=precision, backend=backend
+    )
+    assert not image.runtime.fallback and not text.runtime.fallback
+    tolerance = runtime.PRECISION_TOLERANCE
+    assert cosines(image.encode_images(IMAGES), torch_fp32["image"]).min() >= tolerance
+    assert cosines(text.encode_texts(QUERIES), torch_fp32["text"]).min() >= tolerance
+
+
 # --- ONNX Runtime ---------------------------------------------------------
 
 
