@@ -106,6 +106,8 @@ DEFAULTS: dict[str, Any] = {
     "NO_MATCH": True,
     # Sort orders besides "relevance": parameter value -> order_by() fields.
     "SORTS": {"price": ["price", "pk"], "-price": ["-price", "pk"]},
+    # Seconds a search statement may run before PostgreSQL cancels it (503).
+    "STATEMENT_TIMEOUT": 5.0,
     # Query embeddings kept in memory (per process), so a repeated query is
     # not encoded again.
     "QUERY_CACHE_SIZE": 1024,

@@ -235,10 +235,13 @@ class _DeadlineReader(io.BytesIO):
 
     def __init__(self, data: bytes, seconds: float | None) -> None:
         super().__init__(data)
-        self._deadline = time.monotonic() + seconds if seconds else None
+        # CPU time of the decoding thread, not the wall clock: on a busy
+        # server an ordinary photo must not be refused for waiting its turn
+        # for a core.
+        self._deadline = time.thread_time() + seconds if seconds else None
 
     def read(self, size: int | None = -1) -> bytes:
-        if self._deadline is not None and time.monotonic() > self._deadline:
+        if self._deadline is not None and time.thread_time() > self._deadline:
             raise _DecodeTimeout
         return super().read(size)
 

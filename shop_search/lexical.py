@@ -114,13 +114,59 @@ def correct(words: list[str], known: list[str]) -> dict[str, str]:
 # --- the channels ----------------------------------------------------------------
 
 
-def _tsquery(words: list[str], operator: str = "&", prefix_last: bool = False) -> str:
+def _tsquery(
+    words: list[str], operator: str = "&", prefix_last: bool = False, weight: str = ""
+) -> str:
     # Words are passed as tsquery lexemes, quoted: no user syntax reaches
-    # to_tsquery.
+    # to_tsquery. ``weight`` "A" restricts them to the names.
     quoted = ["'" + w.replace("'", "''").replace("\\", "\\\\") + "'" for w in words]
+    quoted = [q + (":" + weight if weight else "") for q in quoted]
     if prefix_last and quoted:
-        quoted[-1] += ":*"
+        quoted[-1] = quoted[-1].replace(":" + weight, "") + ":*" + weight
     return f" {operator} ".join(quoted)
+
+
+#: Query words used by the word channels (the rest of a long query is
+#: ignored: a tsquery of a hundred words makes PostgreSQL scan every row).
+MAX_WORDS = 12
+
+
+def query_words(text: str) -> list[str]:
+    """The distinct folded words of a query, at most ``MAX_WORDS``; single
+    letters are dropped when longer words are there ("a", "x" match too
+    much and say little)."""
+    words = list(dict.fromkeys(tokens(text)))
+    longer = [w for w in words if len(w) > 1 or w.isdigit()]
+    return (longer or words)[:MAX_WORDS]
+
+
+def _documents(
+    queryset: models.QuerySet, content_type: ContentType
+) -> tuple[str, list[Any]]:
+    """
+    SQL of the products' documents that ``queryset`` lets be found, to be
+    inlined (``NOT MATERIALIZED``) into each channel, so that each finds its
+    rows through its own index (GIN for words, HNSW for meaning) and only
+    then checks them against the shop's queryset, by primary key.
+    """
+    using = queryset.db
+    sql = (
+        "SELECT d.object_pk, d.title, d.tsv, d.identifiers, d.vector, "
+        "d.text_model FROM shop_search_searchdocument d "
+        "WHERE d.content_type_id = %s "
+    )
+    if not queryset.query.where:
+        # Every product may be found: a document is removed with its product
+        # (shop_search_reindex removes those of rows deleted behind Django's
+        # back), so there is nothing to check.
+        return sql, [content_type.pk]
+    candidates_sql, candidates_params = (
+        queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
+    )
+    pk_type = queryset.model._meta.pk.cast_db_type(connections[using])
+    sql += f"AND EXISTS (SELECT 1 FROM ({candidates_sql}) AS c(pk) "
+    sql += f"WHERE c.pk = d.object_pk::{pk_type})"
+    return sql, [content_type.pk, *candidates_params]
 
 
 def rank(
@@ -142,33 +188,14 @@ def rank(
     content_type = ContentType.objects.db_manager(using).get_for_model(
         queryset.model, for_concrete_model=False
     )
-    words = list(dict.fromkeys(tokens(query)))
+    words = query_words(query)
     result = Channels(words=words)
     if queryset.query.is_empty():  # e.g. a filter on a category that is gone
         return result
     cap = int(shop_search_settings.COUNT_CAP)
-    candidates_sql, candidates_params = (
-        queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
-    )
+    docs, docs_params = _documents(queryset, content_type)
     parts: list[str] = []
     params: list[Any] = []
-    # Inlined into each channel (NOT MATERIALIZED), so that each finds its
-    # rows through its own index (GIN for words, HNSW for meaning) and only
-    # then checks them against the shop's queryset, by primary key.
-    pk_type = queryset.model._meta.pk.cast_db_type(connections[using])
-    docs = (
-        "SELECT d.object_pk, d.tsv, d.identifiers, d.vector, d.text_model "
-        "FROM shop_search_searchdocument d WHERE d.content_type_id = %s "
-    )
-    if queryset.query.where:
-        docs += (
-            "AND EXISTS (SELECT 1 FROM ({}) AS c(pk) WHERE c.pk = d.object_pk::{})"
-        ).format(candidates_sql, pk_type)
-    else:
-        # Every product may be found: a document is removed with its product
-        # (shop_search_reindex removes those of rows deleted behind Django's
-        # back), so there is nothing to check.
-        candidates_params = ()
     identifier = fold(query).upper().strip()
     if identifier:
         parts.append(
@@ -234,7 +261,7 @@ def rank(
         return result
     sql = f"WITH docs AS NOT MATERIALIZED ({docs}) " + " UNION ALL ".join(parts)
     with hnsw_cursor(using) as cursor:
-        cursor.execute(sql, [content_type.pk, *candidates_params, *params])
+        cursor.execute(sql, [*docs_params, *params])
         rows = cursor.fetchall()
     for channel, key, score in rows:
         if channel == "count":
@@ -250,8 +277,9 @@ def rank(
 
 
 def _some_words(words: list[str]) -> str:
-    """A tsquery for all of ``words`` but one (any of two)."""
-    if len(words) <= 2:
+    """A tsquery for all of ``words`` but one (any of two; any of more than
+    six, where the groups would grow as the square of the words)."""
+    if len(words) <= 2 or len(words) > 6:
         return _tsquery(words, "|")
     groups = [
         "(" + _tsquery(words[:skip] + words[skip + 1 :]) + ")"
@@ -277,25 +305,24 @@ def suggest_titles(queryset: models.QuerySet, prefix: str, *, limit: int) -> lis
     content_type = ContentType.objects.db_manager(using).get_for_model(
         queryset.model, for_concrete_model=False
     )
-    complete = words[:-1] if not prefix[-1:].isspace() else words
+    ends_word = prefix[-1:].isspace()
+    complete = words if ends_word else words[:-1]
     fixes = correct(complete, vocabulary(content_type, using))
-    words = [fixes.get(w, w) for w in words]
-    tsquery = _tsquery(words, prefix_last=not prefix[-1:].isspace())
-    candidates_sql, candidates_params = (
-        queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
-    )
+    words = [fixes.get(w, w) for w in words][:MAX_WORDS]
+    tsquery = _tsquery(words, prefix_last=not ends_word, weight="A")
+    docs, docs_params = _documents(queryset, content_type)
+    # A one-letter prefix matches much of the catalog: at most RANK_POOL x
+    # limit x 25 matches are ranked (through the GIN index on tsv).
     sql = (
-        "SELECT d.title FROM shop_search_searchdocument d "
-        "WHERE d.content_type_id = %s "
-        "AND d.object_pk IN (SELECT c.pk::text FROM ({}) AS c(pk)) "
-        "AND setweight(to_tsvector('simple', d.names), 'A') "
-        "@@ to_tsquery('simple', %s) "
-        "ORDER BY ts_rank_cd(d.tsv, to_tsquery('simple', %s)) DESC, "
-        "length(d.title), d.title LIMIT %s"
-    ).format(candidates_sql)
+        f"WITH docs AS NOT MATERIALIZED ({docs}) "
+        "SELECT title FROM (SELECT title, tsv FROM docs "
+        "WHERE tsv @@ to_tsquery('simple', %s) LIMIT %s) AS m "
+        "ORDER BY ts_rank_cd(tsv, to_tsquery('simple', %s)) DESC, "
+        "length(title), title LIMIT %s"
+    )
     with connections[using].cursor() as cursor:
         cursor.execute(
-            sql, [content_type.pk, *candidates_params, tsquery, tsquery, limit * 3]
+            sql, [*docs_params, tsquery, RANK_POOL * limit * 25, tsquery, limit * 3]
         )
         titles = [row[0] for row in cursor.fetchall()]
     return list(dict.fromkeys(titles))[:limit]

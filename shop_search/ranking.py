@@ -231,10 +231,14 @@ def hnsw_cursor(using: str) -> Iterator[Any]:
             "set_config('hnsw.max_scan_tuples', %s, true), "
             # Starting parallel workers costs milliseconds, more than these
             # queries take; a busy site has no idle cores for them anyway.
-            "set_config('max_parallel_workers_per_gather', '0', true)",
+            "set_config('max_parallel_workers_per_gather', '0', true), "
+            # A backstop: a search that runs away is cancelled (the API and
+            # the page answer 503), instead of holding a worker.
+            "set_config('statement_timeout', %s, true)",
             [
                 str(int(shop_search_settings.EF_SEARCH)),
                 str(int(shop_search_settings.MAX_SCAN_TUPLES)),
+                str(int(float(shop_search_settings.STATEMENT_TIMEOUT) * 1000)),
             ],
         )
         yield cursor

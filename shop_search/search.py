@@ -23,7 +23,6 @@ from django.db import models
 
 from . import calibration, lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
-from .images import load_image
 from .models import SearchableProduct, searchable_models
 from .ranking import (
     Hit,
@@ -37,6 +36,7 @@ from .switching import serving
 from .vectors import (
     VISIBLE_PATTERN,
     QueryError,
+    as_picture,
     encoder_gate,
     image_vector,
     normalize_query,
@@ -142,6 +142,15 @@ def search_text(
         raise QueryError(
             f"sort must be one of: relevance, {', '.join(sorts)}.",
             code="invalid_sort",
+        )
+    cap = int(shop_search_settings.COUNT_CAP)
+    if offset >= cap:
+        # Every channel would rank offset + limit products for a page no
+        # shopper reads; the count stops there too.
+        raise QueryError(
+            f"Text search results end at {cap} (COUNT_CAP): offset must be "
+            f"below {cap}. Narrow the search with filters instead.",
+            code="offset_too_deep",
         )
     vector = text_vector(query, current.text_encoder)
     cache_key = result_cache.ranking_key(
@@ -390,7 +399,7 @@ def shop_the_look(
     """
     from .categories import all_categories, in_category
 
-    picture = load_image(image, upload=True)
+    picture = as_picture(image)
     model = queryset.model
     categories = all_categories(model) if model.search_category_field else []
     current = serving(queryset.db)

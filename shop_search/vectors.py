@@ -245,8 +245,19 @@ def text_vector(query: str, encoder: Any = None) -> np.ndarray:
 
 
 def image_vector(source: Any, encoder: Any = None) -> np.ndarray:
-    """The embedding of an uploaded image (bytes, file, path). Raises ImageError."""
-    image = load_image(source, upload=True)
+    """The embedding of an uploaded image (bytes, file, path, or a picture
+    :func:`~shop_search.images.load_image` already decoded). Raises
+    ImageError."""
+    image = as_picture(source)
     encoder = encoder or serving().image_encoder
     with encoder_gate:
         return encoder.encode_images([image])[0]
+
+
+def as_picture(source: Any) -> Any:
+    """``source`` decoded as a shopper's upload, unless it already is."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        return source
+    return load_image(source, upload=True)

@@ -75,13 +75,17 @@ class SearchPageView(View):
     template_name = "shop_search/search.html"
 
     #: Rate-limit scopes, shared with the API (``SHOP_SEARCH['THROTTLE_RATES']``).
-    throttle_scopes = {"GET": "shop_search_text", "POST": "shop_search_image"}
+    throttle_scopes = {
+        "GET": "shop_search_text",
+        "HEAD": "shop_search_text",  # Django answers HEAD with get()
+        "POST": "shop_search_image",
+    }
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
         scope = self.throttle_scopes.get(request.method)
         # An empty search form costs nothing; a search, a suggestion (one
         # per pause in typing) or an upload does.
-        costs = request.method != "GET" or any(
+        costs = request.method not in ("GET", "HEAD") or any(
             request.GET.get(name) for name in ("q", "suggest")
         )
         if scope and costs:
@@ -214,7 +218,10 @@ class SearchPageView(View):
         """Autocomplete for the search box: product names and categories for
         what has been typed, within the page's filters."""
         try:
-            prefix = search.normalize_query(prefix)
+            # Normalising strips a trailing space, which says the last word
+            # is complete ("red " is not "red...").
+            complete = prefix[-1:].isspace()
+            prefix = search.normalize_query(prefix) + (" " if complete else "")
             queryset, _applied = apply_filters(self.get_queryset(), self.request.GET)
             found = search.suggest(queryset, prefix)
         except search.QueryError as exc:
@@ -247,10 +254,12 @@ class SearchPageView(View):
         upload = photo_form.cleaned_data["image"]
         try:
             queryset, _applied = apply_filters(self.get_queryset(), request.GET)
-            data = upload.read()
-            preview = _preview(data)
+            # Decoded once (one slot of the upload gate, one deadline); the
+            # preview and the search share the picture.
+            picture = load_image(upload.read(), upload=True)
+            preview = _preview(picture)
             if photo_form.cleaned_data["look"]:
-                look = search.shop_the_look(queryset, data)
+                look = search.shop_the_look(queryset, picture)
                 context["look"] = {
                     "width": look.image_size[0],
                     "height": look.image_size[1],
@@ -270,7 +279,7 @@ class SearchPageView(View):
                 }
                 page = look.whole_image
             else:
-                page = search.search_image(queryset, data)
+                page = search.search_image(queryset, picture)
         except ShopSearchError as exc:
             return self.render_error(context, exc)
         context.update(photo=preview, page=page, results=self.results(page))
@@ -353,9 +362,10 @@ def highlight(text: str, words: frozenset[str]) -> SafeString:
     return mark_safe("".join(parts))  # every part is escaped above
 
 
-def _preview(data: bytes) -> str:
+def _preview(picture: Any) -> str:
     """The uploaded photo as a small JPEG data URL, to draw the boxes on."""
-    image = load_image(data, max_side=640, upload=True)
+    image = picture.copy()
+    image.thumbnail((640, 640))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -162,3 +162,30 @@ def test_gibberish_is_no_match_with_categories(client, demo_catalog, settings):
     named = client.get("/api/search/", {"q": demo_catalog[3].name}).json()
     assert named["no_match"] is False
     assert named["results"][0]["product"]["id"] == demo_catalog[3].pk
+
+
+def test_a_hundred_word_query_is_answered_quickly(client, demo_catalog):
+    """Found by a hostile client: one tsquery group per word made PostgreSQL
+    scan every document for seconds. The first 12 words count."""
+    import time
+
+    letters = "abcdefghijklmnopqrstuvwxyzβγδεζηθικλμνξοπρστυφχψω"
+    query = " ".join(letters) + " red " + " ".join(f"w{i}" for i in range(40))
+    started = time.perf_counter()
+    response = client.get("/api/search/", {"q": query[:200]})
+    assert response.status_code == 200
+    assert time.perf_counter() - started < 2  # a guard, not a benchmark
+
+
+def test_pages_past_the_count_cap_are_refused_clearly(client, demo_catalog):
+    response = client.get("/api/search/", {"q": "red", "offset": 1000})
+    assert response.status_code == 400
+    assert response.json()["code"] == "offset_too_deep"
+    assert client.get("/api/search/", {"q": "red", "offset": 999}).status_code == 200
+
+
+def test_a_trailing_space_completes_the_last_word(client, demo_catalog):
+    prefix = client.get("/api/suggest/", {"q": "Black che"}).json()["products"]
+    assert prefix  # "che" as a prefix: checked
+    whole = client.get("/api/suggest/", {"q": "Black che "}).json()["products"]
+    assert whole == []  # "che" as a whole word: no product has it

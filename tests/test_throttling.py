@@ -84,6 +84,8 @@ def test_the_storefront_page_is_throttled_like_the_api(client, catalog, rates):
     assert b"Too many searches" in response.content
     # The page and the API share the scope's count.
     assert client.get("/api/search/", {"q": "hat"}).status_code == 429
+    # HEAD runs the same search as GET (found by a hostile client).
+    assert client.head("/search/", {"q": "cap"}).status_code == 429
 
 
 def test_wrong_passwords_are_counted_then_refused(client, catalog, rates):

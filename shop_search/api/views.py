@@ -427,9 +427,11 @@ class SuggestView(_SearchView):
         params = s.SuggestParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        suggestions = search.suggest(
-            self.get_queryset(), data["q"], limit=data["limit"]
-        )
+        # A trailing space says the last word is complete ("red " is not
+        # "red..."); validation strips it.
+        raw = request.query_params.get("q", "")
+        prefix = data["q"] + (" " if raw[-1:].isspace() else "")
+        suggestions = search.suggest(self.get_queryset(), prefix, limit=data["limit"])
         return Response(
             {
                 "products": [{"text": text} for text in suggestions.titles],
