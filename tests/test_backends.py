@@ -194,6 +194,7 @@ def test_onnx_towers_are_exported_once_and_reused_from_the_cache(
     vectors = first.encode_images(IMAGES)
     graph = Path(models["image"]) / "onnx" / "shop_search-image-fp32.onnx"
     assert graph.is_file()
+    assert graph.stat().st_mode & 0o044 == 0o044  # readable by the web server
     assert first.runtime.backend == "onnx"
     assert vectors.dtype == np.float32 and vectors.shape == (3, 512)
     assert cosines(vectors, torch_fp32["image"]).min() >= 0.999

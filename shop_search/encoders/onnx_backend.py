@@ -282,6 +282,8 @@ def _replacing(path: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        # mkstemp makes it private; the web server may run as another user.
+        os.chmod(temporary, 0o644)
         # Several processes may export at once: the last complete file wins.
         os.replace(temporary, path)
     finally:
