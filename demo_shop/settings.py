@@ -123,7 +123,7 @@ SHOP_SEARCH = {
         "sentence-transformers/clip-ViT-B-32-multilingual-v1",
     ),
     "INDEXING_MODE": os.environ.get("SHOP_SEARCH_INDEXING_MODE", "sync"),
-    "PRECISION": os.environ.get("SHOP_SEARCH_PRECISION", "fp32"),
+    "PRECISION": os.environ.get("SHOP_SEARCH_PRECISION", "auto"),
     "PRODUCT_SERIALIZER": "demo_shop.catalog.serializers.ProductSerializer",
     "RESULT_PRICE": "demo_shop.catalog.display.price_label",
     "FILTERS": {
