@@ -21,7 +21,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from . import calibration, lexical, result_cache
+from . import calibration, fusion, lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
 from .models import SearchableProduct, searchable_models
 from .ranking import (
@@ -216,21 +216,21 @@ def _search_text(
         ),
     )
     floors = calibration.noise_floors(queryset.model, current, queryset.db)
-    fused = _fuse(channels, floors)
+    fused = fusion.fuse(channels, floors)
     matching = [key for key, (_s, matched) in fused.items() if matched]
     extra: dict[str, Any] = {
         "words": channels.words,
         "corrected": channels.corrected,
         "no_match": not matching and bool(shop_search_settings.NO_MATCH),
-        **_count(channels, matching, depth),
+        **fusion.count(channels, matching, depth),
     }
     if facets:
-        extra["facets"] = _facets(queryset, matching)
+        extra["facets"] = fusion.facets(queryset, matching)
     if extra["no_match"]:
         return Page(hits=[], limit=limit, offset=offset, has_more=False, extra=extra)
     if sort != "relevance":
         rows = list(
-            queryset.filter(pk__in=_pks(queryset.model, matching)).order_by(
+            queryset.filter(pk__in=fusion.pks(queryset.model, matching)).order_by(
                 *sorts[sort]
             )[offset : offset + limit + 1]
         )
@@ -238,7 +238,7 @@ def _search_text(
     else:
         order = sorted(fused, key=lambda key: -fused[key][0])
         window = order[offset : offset + limit + 1]
-        fetched = queryset.in_bulk(_pks(queryset.model, window))
+        fetched = queryset.in_bulk(fusion.pks(queryset.model, window))
         objects = {str(pk): obj for pk, obj in fetched.items()}
         hits = [Hit(objects[key], *fused[key]) for key in window if key in objects]
     return Page(
@@ -248,62 +248,6 @@ def _search_text(
         has_more=len(hits) > limit,
         extra=extra,
     )
-
-
-def _fuse(
-    channels: lexical.Channels, floors: tuple[float, float]
-) -> dict[str, tuple[float, list[str]]]:
-    """``{key: (fused score, matched channels)}``; image and meaning hits
-    count as matched only above their noise floors."""
-    weights = shop_search_settings.CHANNEL_WEIGHTS
-    k = float(shop_search_settings.RRF_K)
-    image_floor, meaning_floor = floors
-    fused: dict[str, tuple[float, list[str]]] = {}
-    for channel, hits in channels.hits.items():
-        weight = float(weights.get(channel, 1.0))
-        floor = {"image": image_floor, "meaning": meaning_floor}.get(channel)
-        for position, (key, score) in enumerate(hits, start=1):
-            total, matched = fused.get(key, (0.0, []))
-            if floor is None or score > floor:
-                matched = [*matched, channel]
-            fused[key] = (total + weight / (k + position), matched)
-    return fused
-
-
-def _count(channels: lexical.Channels, matching: list[str], depth: int) -> dict:
-    cap = int(shop_search_settings.COUNT_CAP)
-    count = max(len(matching), channels.word_matches)
-    exact = channels.word_matches <= cap and len(matching) < depth
-    return {"count": min(count, cap), "count_exact": exact and count <= cap}
-
-
-def _facets(queryset: models.QuerySet, matching: list[str]) -> list[dict[str, Any]]:
-    """Matching products per category, most first."""
-    from .categories import category_model, display_name
-
-    field = getattr(queryset.model, "search_category_field", None)
-    if not field or not matching:
-        return []
-    counts = (
-        queryset.filter(pk__in=_pks(queryset.model, matching))
-        .values(field)
-        .annotate(n=models.Count("pk", distinct=True))
-        .order_by("-n")
-    )
-    counts = [(row[field], row["n"]) for row in counts if row[field] is not None]
-    names = category_model(queryset.model)._default_manager.in_bulk(
-        [pk for pk, _n in counts]
-    )
-    return [
-        {"id": pk, "name": display_name(names[pk]), "count": n}
-        for pk, n in counts
-        if pk in names
-    ]
-
-
-def _pks(model: type[models.Model], keys: list[str]) -> list[Any]:
-    to_python = model._meta.pk.to_python
-    return [to_python(key) for key in keys]
 
 
 @dataclass
