@@ -304,8 +304,8 @@ def index_products(
         "",
         f"Vectors as stored (halfvec) against torch fp32: {close or 'fp32 only'}. "
         f"shop_search torch fp32 vs the tutorial's vectors: min cosine "
-        f"{agreement.min():.4f} (same model; shop_search shrinks photos to 768 px "
-        f"before CLIP's own resize, and pads long images).",
+        f"{agreement.min():.4f} (same model; shop_search shrinks product photos "
+        f"to 448 px before CLIP's own resize, and pads long images).",
     ]
     Product.objects.filter(sku__startswith="BENCH-").delete()
     return lines

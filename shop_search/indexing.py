@@ -24,7 +24,7 @@ from django.utils import timezone
 from .conf import shop_search_settings
 from .encoders import encoder_for, get_image_encoder
 from .exceptions import EncodingError, ImageError, ModelLoadError
-from .images import load_image
+from .images import ENCODING_SIZE, load_image
 from .models import IndexStatus, SearchableProduct, image_fingerprint, status_q
 from .switching import in_transition, missing_pending_q, serving, store_pending
 
@@ -193,7 +193,7 @@ def _decode(rows: list[Any], image_field: str) -> tuple[list, list, list]:
             no_image.append(row)
             continue
         try:
-            to_encode.append((row, load_image(image_file)))
+            to_encode.append((row, load_image(image_file, max_side=ENCODING_SIZE)))
         except ImageError as exc:
             failures.append((row, f"{exc.code}: {exc.message}"))
     return to_encode, failures, no_image
