@@ -8,7 +8,9 @@ of 0 the header is ignored, since any client can send one.
 
 Counts live in the Django cache ``CACHE_ALIAS`` as one counter per client,
 scope and time window, raised with the cache's atomic ``incr`` (Redis), so
-that every process of the site counts the same requests. A per-process cache
+that every process of the site counts the same requests. Windows are fixed
+(each minute of the clock for ".../min"), so a client may spend its limit
+at the end of one window and again at the start of the next. A per-process cache
 (``LocMemCache``, Django's default) multiplies every limit by the number of
 processes: use Redis or the database cache in production.
 """

@@ -152,7 +152,7 @@ def test_throttling_answers_429_with_retry_after(client, catalog, settings):
     cache.clear()
     settings.SHOP_SEARCH = {
         **settings.SHOP_SEARCH,
-        "THROTTLE_RATES": {"shop_search_text": "2/min"},
+        "THROTTLE_RATES": {"shop_search_text": "2/day"},
     }
     statuses = [client.get("/api/search/", {"q": "hat"}).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]

@@ -21,6 +21,10 @@ REDIS = {
 }
 
 
+# Counts are per fixed window; a day-long window keeps a test's requests
+# (and the child process's, seconds later) in one window.
+
+
 @pytest.fixture
 def rates(settings):
     def set_rates(**rates):
@@ -41,7 +45,7 @@ def _statuses(client, count, path="/api/search/", **extra):
 def test_a_rotating_forwarded_for_header_does_not_reset_the_count(
     client, catalog, rates
 ):
-    rates(shop_search_text="5/min")
+    rates(shop_search_text="5/day")
     codes = [
         client.get(
             "/api/search/", {"q": "shoe"}, HTTP_X_FORWARDED_FOR=f"10.0.0.{n}"
@@ -54,7 +58,7 @@ def test_a_rotating_forwarded_for_header_does_not_reset_the_count(
 def test_behind_a_trusted_proxy_the_client_is_what_the_proxy_appended(
     client, catalog, rates, settings
 ):
-    rates(shop_search_text="3/min")
+    rates(shop_search_text="3/day")
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "NUM_PROXIES": 1}
     # The client forges the first entries; the proxy appends the real address.
     first = [
@@ -74,7 +78,7 @@ def test_behind_a_trusted_proxy_the_client_is_what_the_proxy_appended(
 
 
 def test_the_storefront_page_is_throttled_like_the_api(client, catalog, rates):
-    rates(shop_search_text="3/min", shop_search_image="1/min")
+    rates(shop_search_text="3/day", shop_search_image="1/day")
     assert client.get("/search/").status_code == 200  # the empty form is free
     codes = _statuses(client, 4, path="/search/")
     assert codes == [200, 200, 200, 429]
@@ -89,7 +93,7 @@ def test_the_storefront_page_is_throttled_like_the_api(client, catalog, rates):
 
 
 def test_wrong_passwords_are_counted_then_refused(client, catalog, rates):
-    rates(shop_search_auth="3/min")
+    rates(shop_search_auth="3/day")
     User.objects.create_user("staff", password="right-password", is_staff=True)
 
     def basic(password):
@@ -112,7 +116,7 @@ def test_wrong_passwords_are_counted_then_refused(client, catalog, rates):
 def test_the_count_is_shared_by_every_process(client, catalog, rates, settings):
     """Two processes (this one and a child) against one Redis count together."""
     settings.CACHES = {"default": REDIS}
-    rates(shop_search_text="4/min")
+    rates(shop_search_text="4/day")
     assert _statuses(client, 3) == [200, 200, 200]
     child = subprocess.run(
         [
@@ -122,7 +126,7 @@ def test_the_count_is_shared_by_every_process(client, catalog, rates, settings):
             "from django.test import override_settings;"
             "from shop_search import throttling;"
             f"caches = {{'default': {REDIS!r}}};"
-            "rates = {'shop_search_text': '4/min'};"
+            "rates = {'shop_search_text': '4/day'};"
             "from django.conf import settings;"
             "s = {**settings.SHOP_SEARCH, 'THROTTLE_RATES': rates};"
             "ctx = override_settings(CACHES=caches, SHOP_SEARCH=s); ctx.enable();"

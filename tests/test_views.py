@@ -174,7 +174,7 @@ def test_suggestions_are_throttled_like_searches(client, checked_shop, settings)
     caches["default"].clear()
     settings.SHOP_SEARCH = {
         **settings.SHOP_SEARCH,
-        "THROTTLE_RATES": {"shop_search_text": "3/min"},
+        "THROTTLE_RATES": {"shop_search_text": "3/day"},
     }
     try:
         assert client.get("/search/", {"suggest": ""}).status_code == 200  # free
