@@ -34,7 +34,17 @@ from .conf import shop_search_settings
 from .documents import fold, tokens
 from .ranking import hnsw_cursor
 
-__all__ = ["Channels", "rank", "vocabulary", "correct", "suggest_titles"]
+__all__ = [
+    "Channels",
+    "TEXT_CHANNELS",
+    "rank",
+    "query_words",
+    "vocabulary",
+    "clear_vocabularies",
+    "correct",
+    "suggest_titles",
+    "best_meaning",
+]
 
 #: Matches ranked per channel, as a multiple of the channel's depth.
 RANK_POOL = 4
@@ -51,13 +61,6 @@ class Channels:
     words: list[str] = field(default_factory=list)
     corrected: dict[str, str] = field(default_factory=dict)
     word_matches: int = 0  # products with every (corrected) word, up to the cap
-
-    def lexical_keys(self) -> set[str]:
-        return {
-            key
-            for channel in ("identifier", "name", "typo", "some_words")
-            for key, _score in self.hits.get(channel, [])
-        }
 
 
 # --- the vocabulary, for typo correction ---------------------------------------
