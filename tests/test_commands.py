@@ -91,6 +91,10 @@ def test_status_counts_each_state_and_lists_failures(make_product):
     with indexing_paused():
         make_product()
     make_product(image=b"")
+    from demo_shop.catalog.models import Product
+    from shop_search.indexing import index_documents
+
+    index_documents(Product)  # what the saves queue after commit
     out = StringIO()
     call_command("shop_search_status", "--model", "catalog.Product", stdout=out)
     text = out.getvalue()
@@ -104,5 +108,7 @@ def test_status_counts_each_state_and_lists_failures(make_product):
     assert lines["Failed, will retry"] == "1"
     assert lines["Not indexed yet"] == "1"
     assert lines["No image"] == "1"
+    assert lines["with words"] == "5" and lines["with text vectors"] == "5"
     assert "tiny-clip" in text
+    assert "(stale" not in text  # the vectors are the serving model's
     assert "image_" in text  # the failure reason

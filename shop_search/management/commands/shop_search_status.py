@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count
 
 from shop_search.encoders import image_model_id
-from shop_search.models import IndexStatus, status_q
+from shop_search.models import IndexStatus, SearchDocument, status_q
 from shop_search.switching import in_transition, serving, transition_progress
 
 from ._common import selected_models
@@ -56,6 +57,14 @@ class Command(BaseCommand):
             for status in IndexStatus:
                 count = manager.filter(status_q(model, status)).count()
                 self.stdout.write(f"  {status.label:<22}{count:>8}")
+            words = SearchDocument.objects.filter(
+                content_type=ContentType.objects.get_for_model(
+                    model, for_concrete_model=False
+                )
+            )
+            with_vector = words.filter(text_model=current.text_model).count()
+            self.stdout.write(f"  {'with words':<22}{words.count():>8}")
+            self.stdout.write(f"  {'with text vectors':<22}{with_vector:>8}")
             by_model = (
                 manager.filter(search_embedding__isnull=False)
                 .values("search_model")
@@ -64,9 +73,8 @@ class Command(BaseCommand):
             )
             self.stdout.write("  vectors by model:")
             for row in by_model:
-                mark = (
-                    "" if row["search_model"] == current else "  (stale: not current)"
-                )
+                serving_now = row["search_model"] == current.image_model
+                mark = "" if serving_now else "  (stale: not current)"
                 self.stdout.write(f"    {row['n']:>8}  {row['search_model']}{mark}")
             failed = manager.filter(
                 status_q(model, IndexStatus.FAILED)
