@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import apps
 from django.core.management.base import CommandError
 
@@ -31,3 +33,21 @@ def selected_models(labels: list[str] | None) -> list[type[SearchableProduct]]:
             raise CommandError(f"{label} is not searchable. Searchable: {names}.")
         chosen.append(model)
     return chosen
+
+
+def progress_bar(
+    total: int, label: str, stdout: Any, verbosity: int, unit: str = "product"
+) -> Any:
+    """A tqdm bar on the command's output, or None at verbosity 0."""
+    if not verbosity:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=label,
+        unit=unit,
+        file=stdout,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )

@@ -10,8 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop_search import evaluation
 
-from ._common import selected_models
-from .shop_search_reindex import _progress_bar
+from ._common import progress_bar, selected_models
 
 #: Missed queries listed at --verbosity 2 (--format json lists them all).
 MISSES_SHOWN = 50
@@ -127,10 +126,7 @@ class Command(BaseCommand):
                 )
             for warning in warnings:
                 notes.write(self.style.WARNING(warning))
-            bar = _progress_bar(len(queries), label, notes, verbosity)
-            if bar is not None:
-                bar.unit = "query"
-                bar.refresh()
+            bar = progress_bar(len(queries), label, notes, verbosity, unit="query")
             try:
                 report = evaluation.evaluate(
                     queryset,

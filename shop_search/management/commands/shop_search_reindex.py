@@ -14,7 +14,7 @@ from shop_search.indexing import (
     pending_queryset,
 )
 
-from ._common import selected_models
+from ._common import progress_bar, selected_models
 
 # Waits between attempts when the database goes away (a restart, a failover):
 # about a minute in all before the command gives up.
@@ -72,7 +72,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{label}: {total} {what} product(s)")
             if not total:
                 continue
-            bar = _progress_bar(total, label, self.stdout, verbosity)
+            bar = progress_bar(total, label, self.stdout, verbosity)
             result = IndexResult()
             last = None
             try:
@@ -124,7 +124,7 @@ class Command(BaseCommand):
 
         label = model._meta.label
         total = model._base_manager.count()
-        bar = _progress_bar(total, f"{label} words", self.stdout, verbosity)
+        bar = progress_bar(total, f"{label} words", self.stdout, verbosity)
         try:
             result = index_documents(
                 model,
@@ -198,21 +198,6 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(batch.processed)
             self.bar.set_postfix(encoded=self.encoded, failed=self.failed)
-
-
-def _progress_bar(total: int, label: str, stdout: Any, verbosity: int) -> Any:
-    if not verbosity:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=label,
-        unit="product",
-        file=stdout,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
 
 
 def _summary(label: str, result: IndexResult) -> str:
