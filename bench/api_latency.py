@@ -72,7 +72,7 @@ def main() -> None:
     call_command("demo", "--no-serve", verbosity=0)
     setup = time.perf_counter() - started
     # As the demo's wsgi.py does at start: both models loaded and run once.
-    from shop_search.encoders import warm_up
+    from shop_search.switching import warm_up
 
     warm_up()
     client = Client()

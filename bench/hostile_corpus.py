@@ -38,7 +38,7 @@ def main() -> None:
     from django.test.utils import override_settings
 
     from demo_shop.catalog.models import Category, Product
-    from shop_search.encoders import warm_up
+    from shop_search.switching import warm_up
     from tests.hostile_images import corpus
 
     override_settings(

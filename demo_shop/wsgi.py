@@ -8,7 +8,7 @@ application = get_wsgi_application()
 
 # Load the models now, so the first shopper's search does not wait for them.
 try:
-    from shop_search.encoders import warm_up
+    from shop_search.switching import warm_up
 
     warm_up()
 except Exception:  # a model that cannot load: searches answer 503, saves go on

@@ -250,10 +250,6 @@ def import_from_setting(name: str) -> Any:
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "SHOP_SEARCH":
         shop_search_settings.reload()
-        # Encoders depend on the model settings; drop the loaded ones.
-        from shop_search.encoders import clear_encoders
-
-        clear_encoders()
 
 
 setting_changed.connect(_reload, dispatch_uid="shop_search.conf.reload")

@@ -25,6 +25,8 @@ says whether the vector is current. Run ``makemigrations`` and ``migrate``.
 from __future__ import annotations
 
 import hashlib
+import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.contrib.postgres.fields import ArrayField
@@ -36,6 +38,8 @@ from django.db.models import Q
 from django.db.models.functions import MD5, Coalesce
 from django.utils.translation import gettext_lazy as _
 
+from .conf import shop_search_settings
+from .encoders import encoder_for, image_model_id
 from .fields import EmbeddingField, EmbeddingIndex
 
 __all__ = [
@@ -46,6 +50,8 @@ __all__ = [
     "image_fingerprint",
     "status_q",
     "SearchDocument",
+    "Serving",
+    "serving",
 ]
 
 #: Columns that shop_search writes; a product save never overwrites them.
@@ -130,9 +136,6 @@ class SearchableProduct(models.Model):
     @property
     def search_status(self) -> str:
         """This row's :class:`IndexStatus` value, computed like :func:`status_q`."""
-        from .conf import shop_search_settings
-        from .switching import serving
-
         fingerprint = self.image_fingerprint()
         if not getattr(self, self.search_image_field):
             return IndexStatus.NO_IMAGE
@@ -164,8 +167,6 @@ def image_fingerprint(image: Any) -> str:
 
 def status_q(model: type[models.Model], status: str) -> Q:
     """A ``Q`` that selects the rows of ``model`` in ``status`` (an IndexStatus)."""
-    from .conf import shop_search_settings
-    from .switching import serving
 
     image = model.search_image_field
     has_image = ~Q(**{image: ""}) & Q(**{f"{image}__isnull": False})
@@ -340,3 +341,74 @@ class SearchDocument(models.Model):
 
     def __str__(self) -> str:
         return f"{self.content_type_id}:{self.object_pk}"
+
+
+# --- the serving models ---------------------------------------------------------
+# Which models' vectors searches compare is stored state (IndexState): read
+# here, so that the status of a row can be derived without the switching
+# machinery (shop_search.switching), which builds on it.
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The model pair that searches use now."""
+
+    image_model: str
+    text_model: str
+
+    @property
+    def image_encoder(self) -> Any:
+        return encoder_for(self.image_model)
+
+    @property
+    def text_encoder(self) -> Any:
+        return encoder_for(self.text_model)
+
+
+_cache: dict[str, tuple[float, Serving]] = {}
+
+
+def serving(using: str = "default", *, max_age: float = 0.0) -> Serving:
+    """
+    The serving models (one small query; recorded from settings on first use).
+
+    The read path asks every time (``max_age=0``), so it follows a switch at
+    once; status displays may accept a value a couple of seconds old.
+    """
+    now = time.monotonic()
+    cached = _cache.get(using)
+    if max_age and cached and now - cached[0] <= max_age:
+        return cached[1]
+    result = _load_serving(using)
+    _cache[using] = (now, result)
+    return result
+
+
+def _load_serving(using: str) -> Serving:
+    state = IndexState.objects.using(using).order_by("pk").first()
+    if state is None:
+        state, _ = IndexState.objects.using(using).get_or_create(
+            pk=1,
+            defaults={
+                "image_model": image_model_id(),
+                "text_model": shop_search_settings.TEXT_MODEL,
+            },
+        )
+    target = image_model_id()
+    if state.image_model != target and not _has_vectors(state.image_model, using):
+        # Nothing was ever indexed with the recorded model (say, its download
+        # failed): there is nothing to keep serving, so adopt the settings.
+        IndexState.objects.using(using).filter(pk=state.pk).update(
+            image_model=target, text_model=shop_search_settings.TEXT_MODEL
+        )
+        return Serving(target, shop_search_settings.TEXT_MODEL)
+    return Serving(state.image_model, state.text_model)
+
+
+def _has_vectors(image_model: str, using: str) -> bool:
+    return any(
+        model._base_manager.using(using)
+        .filter(search_model=image_model, search_embedding__isnull=False)
+        .exists()
+        for model in searchable_models()
+    )

@@ -21,8 +21,6 @@ vectors.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, models, transaction
@@ -30,7 +28,13 @@ from django.db.models import Exists, OuterRef
 from django.db.models.functions import MD5, Cast, Coalesce
 
 from .conf import shop_search_settings
-from .encoders import encoder_for, image_model_id
+from .encoders import image_model_id
+from .models import (
+    IndexState,
+    PendingEmbedding,
+    Serving,
+    serving,
+)
 
 __all__ = [
     "Serving",
@@ -40,76 +44,8 @@ __all__ = [
     "store_pending",
     "transition_progress",
     "promote",
+    "warm_up",
 ]
-
-
-@dataclass(frozen=True)
-class Serving:
-    """The model pair that searches use now."""
-
-    image_model: str
-    text_model: str
-
-    @property
-    def image_encoder(self) -> Any:
-        return encoder_for(self.image_model)
-
-    @property
-    def text_encoder(self) -> Any:
-        return encoder_for(self.text_model)
-
-
-_cache: dict[str, tuple[float, Serving]] = {}
-
-
-def serving(using: str = "default", *, max_age: float = 0.0) -> Serving:
-    """
-    The serving models (one small query; recorded from settings on first use).
-
-    The read path asks every time (``max_age=0``), so it follows a switch at
-    once; status displays may accept a value a couple of seconds old.
-    """
-    now = time.monotonic()
-    cached = _cache.get(using)
-    if max_age and cached and now - cached[0] <= max_age:
-        return cached[1]
-    result = _load_serving(using)
-    _cache[using] = (now, result)
-    return result
-
-
-def _load_serving(using: str) -> Serving:
-    from .models import IndexState
-
-    state = IndexState.objects.using(using).order_by("pk").first()
-    if state is None:
-        state, _ = IndexState.objects.using(using).get_or_create(
-            pk=1,
-            defaults={
-                "image_model": image_model_id(),
-                "text_model": shop_search_settings.TEXT_MODEL,
-            },
-        )
-    target = image_model_id()
-    if state.image_model != target and not _has_vectors(state.image_model, using):
-        # Nothing was ever indexed with the recorded model (say, its download
-        # failed): there is nothing to keep serving, so adopt the settings.
-        IndexState.objects.using(using).filter(pk=state.pk).update(
-            image_model=target, text_model=shop_search_settings.TEXT_MODEL
-        )
-        return Serving(target, shop_search_settings.TEXT_MODEL)
-    return Serving(state.image_model, state.text_model)
-
-
-def _has_vectors(image_model: str, using: str) -> bool:
-    from .models import searchable_models
-
-    return any(
-        model._base_manager.using(using)
-        .filter(search_model=image_model, search_embedding__isnull=False)
-        .exists()
-        for model in searchable_models()
-    )
 
 
 def in_transition(using: str = "default") -> bool:
@@ -130,7 +66,6 @@ def _outer_fingerprint(model: Any) -> Any:
 
 def missing_pending_q(model: Any) -> models.Q:
     """Rows with an image that have no new-model vector for their current image."""
-    from .models import PendingEmbedding
 
     pending = PendingEmbedding.objects.filter(
         model_label=model._meta.label,
@@ -145,7 +80,6 @@ def missing_pending_q(model: Any) -> models.Q:
 
 def store_pending(model: Any, rows: list[tuple[Any, str, Any]], model_id: str) -> None:
     """Upsert new-model vectors: ``rows`` of (pk, fingerprint, vector)."""
-    from .models import PendingEmbedding
 
     field = model._meta.get_field("search_embedding")
     PendingEmbedding.objects.using(model._base_manager.db).bulk_create(
@@ -182,7 +116,6 @@ def promote(searchable: list[Any], *, using: str = "default") -> int | None:
     transaction. Returns the number of rows switched, or None if not complete
     (or not in transition).
     """
-    from .models import IndexState, PendingEmbedding
 
     target = image_model_id()
     if not in_transition(using):
@@ -235,3 +168,16 @@ def _copy_pending(model: Any, target: str, using: str) -> int:
             [model._meta.label, target],
         )
         return cursor.rowcount
+
+
+def warm_up() -> None:
+    """
+    Load both serving models and run one tiny forward pass each, so that the
+    first shopper's request does not pay for it. Call it from ``wsgi.py``
+    (after ``get_wsgi_application()``) or a worker's start hook.
+    """
+    from PIL import Image
+
+    current = serving()
+    current.text_encoder.encode_texts(["warm up"])
+    current.image_encoder.encode_images([Image.new("RGB", (32, 32), "white")])

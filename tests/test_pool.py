@@ -24,7 +24,7 @@ def _get(url: str) -> tuple[int, dict, str]:
 
 def test_eight_concurrent_shoppers_get_answers_not_errors(live_server, catalog):
     """Every query new (no cache helps), 8 clients at once, threaded server."""
-    from shop_search.encoders import warm_up
+    from shop_search.switching import warm_up
 
     warm_up()  # as the demo does before it serves
 

@@ -10,6 +10,9 @@ to the first encode.
 from __future__ import annotations
 
 import threading
+from typing import Any
+
+from django.core.signals import setting_changed
 
 from ..conf import import_from_setting, shop_search_settings
 from .base import BaseEncoder
@@ -23,7 +26,6 @@ __all__ = [
     "encoder_for",
     "image_model_id",
     "clear_encoders",
-    "warm_up",
 ]
 
 _encoders: dict[str, BaseEncoder] = {}
@@ -70,16 +72,12 @@ def clear_encoders() -> None:
         _encoders.clear()
 
 
-def warm_up() -> None:
-    """
-    Load both models and run one tiny forward pass each, so that the first
-    shopper's request does not pay for it. Call it from ``wsgi.py`` (after
-    ``get_wsgi_application()``) or a worker's start hook.
-    """
-    from PIL import Image
+def _forget_on_settings_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SHOP_SEARCH":
+        # Encoders depend on the model settings; drop the loaded ones.
+        clear_encoders()
 
-    from ..switching import serving
 
-    current = serving()
-    current.text_encoder.encode_texts(["warm up"])
-    current.image_encoder.encode_images([Image.new("RGB", (32, 32), "white")])
+setting_changed.connect(
+    _forget_on_settings_change, dispatch_uid="shop_search.encoders.clear"
+)

@@ -57,7 +57,7 @@ class Command(BaseCommand):
                 )
             )
         if not options["no_serve"]:
-            from shop_search.encoders import warm_up
+            from shop_search.switching import warm_up
 
             warm_up()  # the first search should not wait for model loading
             self.stdout.write(
