@@ -38,6 +38,7 @@ def main() -> None:
     from django.test.utils import override_settings
 
     from demo_shop.catalog.models import Category, Product
+    from shop_search.status import status_of
     from shop_search.switching import warm_up
     from tests.hostile_images import corpus
 
@@ -66,7 +67,7 @@ def main() -> None:
         product.save()
     save_seconds = time.perf_counter() - started
     saved = Product.objects.filter(sku__startswith="CORPUS-")
-    states = collections.Counter(p.search_status for p in saved)
+    states = collections.Counter(str(status_of(p)) for p in saved)
     after_saves = peak_mb()
     lost = len(items) - saved.count()
     saved.delete()
