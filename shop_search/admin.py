@@ -29,7 +29,9 @@ from . import categories
 from .conf import shop_search_settings
 from .exceptions import ShopSearchError
 from .indexing import index_objects
-from .models import IndexStatus, status_q
+from .models import IndexStatus
+from .registry import declaration
+from .status import annotated_status, entry_for, status_filter, status_of, with_state
 
 __all__ = ["SearchableAdminMixin", "IndexStatusFilter"]
 
@@ -55,12 +57,18 @@ class IndexStatusFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
         if value in IndexStatus.values:
-            return queryset.filter(status_q(queryset.model, value))
+            if "_ss_digest" not in queryset.query.annotations:
+                queryset = with_state(queryset)
+            return queryset.filter(status_filter(value))
         return queryset
 
 
 class SearchableAdminMixin:
     """ModelAdmin mixin: index status column, filter, re-index action, details."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The status column reads these annotations: no query per row.
+        return with_state(super().get_queryset(request))
 
     def get_list_display(self, request: HttpRequest) -> Any:
         return [*super().get_list_display(request), "search_index_status"]
@@ -72,7 +80,7 @@ class SearchableAdminMixin:
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None:
             fields.append("search_index_details")
-            if self.model.search_category_field:
+            if declaration(self.model).categories:
                 fields.append("category_suggestions")
         return fields
 
@@ -80,7 +88,7 @@ class SearchableAdminMixin:
         actions = super().get_actions(request)
         if self.has_change_permission(request):
             names = ["reindex_selected"]
-            if self.model.search_category_field:
+            if declaration(self.model).categories:
                 names.append("apply_suggested_categories")
             for name in names:
                 action = getattr(SearchableAdminMixin, name)
@@ -100,27 +108,33 @@ class SearchableAdminMixin:
 
     @admin.display(description=_("search index"))
     def search_index_status(self, obj: Any) -> str:
-        status = IndexStatus(obj.search_status)
+        if hasattr(obj, "_ss_digest"):
+            status = IndexStatus(annotated_status(obj))
+        else:
+            status = IndexStatus(status_of(obj))
         return format_html(
             '<span style="color:{}">{}</span>', _STATUS_COLOURS[status], status.label
         )
 
     @admin.display(description=_("search index"))
     def search_index_details(self, obj: Any) -> str:
-        status = IndexStatus(obj.search_status)
+        status = IndexStatus(status_of(obj))
         parts = [format_html("<strong>{}</strong>", status.label)]
-        if obj.search_model:
-            parts.append(format_html("model: <code>{}</code>", obj.search_model))
-        if obj.search_indexed_at:
-            parts.append(format_html("last attempt: {}", obj.search_indexed_at))
-        if obj.search_error:
-            parts.append(
-                format_html(
-                    '<span style="color:#c62828">error after {} attempt(s): {}</span>',
-                    obj.search_attempts,
-                    obj.search_error,
+        images = declaration(type(obj)).image_sources(obj)
+        parts.append(format_html("images: {}", len(images)))
+        entry = entry_for(obj)
+        if entry is not None:
+            parts.append(format_html("model: <code>{}</code>", entry.image_model))
+            parts.append(format_html("last attempt: {}", entry.indexed_at))
+            if entry.error:
+                parts.append(
+                    format_html(
+                        '<span style="color:#c62828">error after {} attempt(s): '
+                        "{}</span>",
+                        entry.attempts,
+                        entry.error,
+                    )
                 )
-            )
         return format_html("<br>".join(["{}"] * len(parts)), *parts)
 
     @admin.display(description=_("suggested categories"))
@@ -168,7 +182,7 @@ class SearchableAdminMixin:
         obj = get_object_or_404(self.get_queryset(request), pk=object_id)
         if not self.has_change_permission(request, obj):
             raise PermissionDenied
-        field = self.model.search_category_field
+        field = declaration(self.model).categories
         category_model = categories.category_model(self.model)
         category = get_object_or_404(category_model._default_manager, pk=category_id)
         how = categories.assign(obj, category)
@@ -202,7 +216,7 @@ class SearchableAdminMixin:
             self.log_change(
                 request,
                 product,
-                [{"changed": {"fields": [queryset.model.search_category_field]}}],
+                [{"changed": {"fields": [declaration(queryset.model).categories]}}],
             )
         name = categories.display_name
         listing = "; ".join(

@@ -17,9 +17,12 @@ class ShopSearchConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
+        from .registry import on_change
         from .signal_handlers import connect_signals
 
         connect_signals()
+        # Models registered later (other apps' ready()) connect then.
+        on_change(connect_signals)
         pre_migrate.connect(
             create_vector_extension,
             sender=self,

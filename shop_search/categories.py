@@ -24,7 +24,7 @@ from django.db import models, transaction
 
 from .conf import shop_search_settings
 from .exceptions import ShopSearchError
-from .models import SearchableProduct
+from .registry import declaration
 from .switching import serving
 from .vectors import text_vector
 
@@ -53,22 +53,22 @@ class Suggestion:
     probability: float
 
 
-def category_model(model: type[SearchableProduct]) -> type[models.Model]:
+def category_model(model: type[models.Model]) -> type[models.Model]:
     """The category model behind ``search_category_field`` (a ForeignKey or a
     many-to-many field)."""
-    name = model.search_category_field
+    name = declaration(model).categories
     if not name:
         raise ShopSearchError(
-            f"{model._meta.label} has no search_category_field, so categories "
+            f"{model._meta.label} declares no categories, so categories "
             f"cannot be suggested.",
             code="no_categories",
         )
     return model._meta.get_field(name).related_model
 
 
-def is_many(model: type[SearchableProduct]) -> bool:
+def is_many(model: type[models.Model]) -> bool:
     """Whether a product has many categories (a many-to-many field)."""
-    return model._meta.get_field(model.search_category_field).many_to_many
+    return model._meta.get_field(declaration(model).categories).many_to_many
 
 
 def display_name(category: Any) -> str:
@@ -126,7 +126,7 @@ def in_category(queryset: models.QuerySet, category: Any) -> models.QuerySet:
         category = category_model(model)._default_manager.filter(pk=category).first()
         if category is None:
             return queryset.none()
-    lookup = f"{model.search_category_field}__in"
+    lookup = f"{declaration(model).categories}__in"
     pks = descendant_pks(category)
     if is_many(model):
         matching = model._base_manager.filter(**{lookup: pks}).values("pk")
@@ -136,7 +136,7 @@ def in_category(queryset: models.QuerySet, category: Any) -> models.QuerySet:
 
 def current_category_pks(product: Any) -> set[Any]:
     """The pks of the categories ``product`` has now."""
-    field = type(product).search_category_field
+    field = declaration(type(product)).categories
     if is_many(type(product)):
         return set(getattr(product, field).values_list("pk", flat=True))
     value = getattr(product, f"{field}_id", None)
@@ -148,7 +148,7 @@ def assign(product: Any, category: Any) -> str:
     Give ``product`` the ``category``: a ForeignKey is replaced ("set"), a
     many-to-many field gains it and keeps the others ("added").
     """
-    field = type(product).search_category_field
+    field = declaration(type(product)).categories
     if is_many(type(product)):
         getattr(product, field).add(category)
         return "added"
@@ -232,27 +232,29 @@ def classify(
 
 
 def for_query(
-    model: type[SearchableProduct], query: str, *, top: int, current: Any = None
+    model: type[models.Model], query: str, *, top: int, current: Any = None
 ) -> list[Suggestion]:
     """The ``top`` categories a (normalised) text query most likely means."""
-    if not model.search_category_field:
+    if not declaration(model).categories:
         return []
     current = current or serving()
     vector = text_vector(query, current.text_encoder)
     return classify(vector, all_categories(model), current.text_encoder)[:top]
 
 
-def all_categories(model: type[SearchableProduct]) -> list[Any]:
+def all_categories(model: type[models.Model]) -> list[Any]:
     return list(category_model(model)._default_manager.order_by("pk"))
 
 
-def suggest_for_product(product: SearchableProduct) -> list[Suggestion]:
-    """Suggestions for a product from its stored vector ([] if not indexed)."""
-    if product.search_embedding is None:
+def suggest_for_product(product: Any) -> list[Suggestion]:
+    """Suggestions for a product from its first image's stored vector ([] if
+    not indexed)."""
+    from .ranking import stored_vector
+
+    vector = stored_vector(product)
+    if vector is None:
         return []
-    if product.search_model != serving().image_model:
-        return []
-    return classify(product.search_embedding, all_categories(type(product)))
+    return classify(vector, all_categories(type(product)))
 
 
 def apply_suggestions(
@@ -267,19 +269,21 @@ def apply_suggestions(
     None when the category was added.
     """
     model = queryset.model
-    field = model.search_category_field
+    from .ranking import stored_vector
+
+    field = declaration(model).categories
     many = is_many(model)
     categories = all_categories(model)
     changes = []
     with transaction.atomic(using=queryset.db):
-        current = queryset.filter(
-            search_embedding__isnull=False, search_model=serving().image_model
-        )
         related = (
-            current.prefetch_related(field) if many else current.select_related(field)
+            queryset.prefetch_related(field) if many else queryset.select_related(field)
         )
         for product in related:
-            suggestions = classify(product.search_embedding, categories)
+            vector = stored_vector(product)
+            if vector is None:
+                continue
+            suggestions = classify(vector, categories)
             if not suggestions:
                 continue
             best = suggestions[0]

@@ -7,7 +7,8 @@ System checks. Ids are stable; see the README's "System checks" table.
 - shop_search.E003  an EmbeddingField's dimensions differ from the image model's
 - shop_search.E004  the image and text models produce vectors of different sizes
 - shop_search.E005  SHOP_SEARCH['INDEXING_MODE'] is not "sync" or "celery"
-- shop_search.E010/E011/W010  model declarations (see models.py)
+- shop_search.E010/E011  declarations (see registry.py): a field that does not
+  exist, images that are not file fields
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.core import checks
 from django.db import connections
 
 from .conf import import_from_setting, shop_search_settings
-from .models import searchable_models
+from .registry import searchable_models
 
 MIN_PGVECTOR = (0, 7)
 _FIX_SQL = "CREATE EXTENSION IF NOT EXISTS vector;"
@@ -120,22 +121,34 @@ def check_dimensions(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         )
     if image_dims:
-        for model in searchable_models():
-            field = model._meta.get_field("search_embedding")
-            if field.dimensions != image_dims:
-                errors.append(
-                    checks.Error(
-                        f"{model._meta.label}.search_embedding has {field.dimensions} "
-                        f"dimensions but IMAGE_MODEL {image_model!r} makes "
-                        f"{image_dims}-dimensional vectors.",
-                        hint=f"Redeclare search_embedding = EmbeddingField("
-                        f"dimensions={image_dims}, null=True, blank=True, "
-                        f"editable=False) on {model.__name__}, run makemigrations "
-                        f"and migrate, then shop_search_reindex --all.",
-                        obj=model,
-                        id="shop_search.E003",
-                    )
+        from .models import ImageVector
+
+        field = ImageVector._meta.get_field("vector")
+        if field.dimensions != image_dims:
+            errors.append(
+                checks.Error(
+                    f"shop_search stores {field.dimensions}-dimensional vectors but "
+                    f"IMAGE_MODEL {image_model!r} makes {image_dims}-dimensional "
+                    f"ones.",
+                    hint=f"Use a CLIP model with {field.dimensions}-dimensional "
+                    f"output (clip-ViT-B-32, clip-ViT-B-16), or leave IMAGE_MODEL "
+                    f"at its default.",
+                    id="shop_search.E003",
                 )
+            )
+    return errors
+
+
+@checks.register()
+def check_declarations(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Every declared field of every searchable model exists (E010), and
+    image paths end on file fields (E011)."""
+    from .registry import check_declaration, declaration, inherits_base
+
+    errors: list[checks.CheckMessage] = []
+    for model in searchable_models():
+        if not inherits_base(model):  # those check themselves (Model.check)
+            errors.extend(check_declaration(declaration(model)))
     return errors
 
 

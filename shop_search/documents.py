@@ -58,25 +58,23 @@ class Document:
 
 
 def name_fields(model: type) -> list[str]:
-    names = getattr(model, "search_name_fields", None)
-    if names is not None:
-        return list(names)
-    return list(getattr(model, "search_text_fields", [])[:1])
+    from .registry import declaration
+
+    return declaration(model).name_fields
 
 
 def build(product: Any) -> Document:
     """The document of ``product`` from its declared fields."""
-    model = type(product)
-    name_values = [v for f in name_fields(model) for v in _values(product, f)]
-    text_fields = [
-        f
-        for f in getattr(model, "search_text_fields", [])
-        if f not in name_fields(model)
-    ]
+    from .registry import declaration
+
+    decl = declaration(type(product))
+    names = decl.name_fields
+    name_values = [v for f in names for v in _values(product, f)]
+    text_fields = [f for f in decl.text if f not in names]
     body_values = [v for f in text_fields for v in _values(product, f)]
     identifiers = [
         fold(v).upper().strip()
-        for f in getattr(model, "search_identifier_fields", [])
+        for f in decl.identifiers
         for v in _values(product, f)
         if v.strip()
     ]

@@ -38,7 +38,7 @@ from django.db.models.functions import Cast
 from . import lexical
 from .documents import fold, name_fields
 from .lexical import TEXT_CHANNELS
-from .models import SearchDocument
+from .models import ImageVector, SearchDocument
 from .ranking import rank_nearest
 from .search import search_text
 from .switching import serving
@@ -350,9 +350,15 @@ def coverage(queryset: models.QuerySet, current: Any) -> dict[str, int]:
         "with_words": SearchDocument.objects.using(using)
         .filter(content_type=content_type, object_pk__in=keys)
         .count(),
-        "with_image_vector": queryset.filter(
-            search_embedding__isnull=False, search_model=current.image_model
-        ).count(),
+        "with_image_vector": ImageVector.objects.using(using)
+        .filter(
+            content_type=content_type,
+            object_pk__in=keys,
+            image_model=current.image_model,
+        )
+        .values("object_pk")
+        .distinct()
+        .count(),
     }
 
 

@@ -110,7 +110,7 @@ class EmbeddingIndex(HnswIndex):
     The operator class follows the field's storage (``halfvec_ip_ops`` or
     ``vector_ip_ops``), so the index needs only a name and the field::
 
-        EmbeddingIndex(name="%(app_label)s_%(class)s_emb", fields=["search_embedding"])
+        EmbeddingIndex(name="%(app_label)s_%(class)s_emb", fields=["vector"])
 
     Vectors are L2-normalized, so inner product ranks exactly like cosine and
     is cheaper to compute.

@@ -3,7 +3,7 @@ Request parameters -> Django filters, for the API and the storefront page.
 
 ``SHOP_SEARCH['FILTERS']`` maps a query parameter to an ORM lookup on the
 product model (``{"min_price": "price__gte", "in_stock": "in_stock"}``); the
-``category`` parameter maps to ``search_category_field`` unless configured.
+``category`` parameter maps to the declared categories unless configured.
 Each parameter is typed from the model field it ends on (integer, number,
 boolean, string; a relation takes its target's primary key), validated with
 bounds the database accepts, and described in the OpenAPI schema the same
@@ -137,7 +137,9 @@ def _param(name: str, lookup: str, field: models.Field) -> FilterParam:
 def filter_params(model: type[models.Model]) -> list[FilterParam]:
     """The filter parameters of ``model``, from ``FILTERS`` and the category field."""
     lookups = dict(shop_search_settings.FILTERS)
-    category = getattr(model, "search_category_field", None)
+    from .registry import declaration
+
+    category = declaration(model).categories
     if category:
         lookups.setdefault("category", category)
     return [
@@ -152,7 +154,9 @@ def apply_filters(
     """Filter ``queryset`` by the configured parameters present in ``params``."""
     applied: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
-    category_lookup = getattr(queryset.model, "search_category_field", None)
+    from .registry import declaration
+
+    category_lookup = declaration(queryset.model).categories
     for param in filter_params(queryset.model):
         raw = params.get(param.name)
         if raw is None:

@@ -12,7 +12,7 @@ from django.db import models
 from . import lexical
 from .conf import shop_search_settings
 
-__all__ = ["fuse", "count", "facets", "pks"]
+__all__ = ["fuse", "by_family", "count", "facets", "pks"]
 
 
 def fuse(
@@ -35,6 +35,34 @@ def fuse(
     return fused
 
 
+def by_family(
+    model: type[models.Model], fused: dict[str, tuple[float, list[str]]]
+) -> dict[str, tuple[float, list[str]]]:
+    """One entry per family (a product and its variants, when the model
+    declares ``parent``): its best-scoring member, with every channel that
+    found any member."""
+    from .registry import declaration
+
+    decl = declaration(model)
+    if not decl.parent or not decl.group_variants or not fused:
+        return fused
+    parent = model._meta.get_field(decl.parent).attname
+    families = {
+        str(pk): str(parent_pk if parent_pk is not None else pk)
+        for pk, parent_pk in model._base_manager.filter(
+            pk__in=pks(model, list(fused))
+        ).values_list("pk", parent)
+    }
+    members: dict[str, list[str]] = {}
+    for key in sorted(fused, key=lambda k: -fused[k][0]):
+        members.setdefault(families.get(key, key), []).append(key)
+    result: dict[str, tuple[float, list[str]]] = {}
+    for keys in members.values():
+        matched = list(dict.fromkeys(c for k in keys for c in fused[k][1]))
+        result[keys[0]] = (fused[keys[0]][0], matched)
+    return result
+
+
 def count(channels: lexical.Channels, matching: list[str], depth: int) -> dict:
     """``count`` (matching products, at most ``COUNT_CAP``) and
     ``count_exact`` (False when there may be more)."""
@@ -47,8 +75,9 @@ def count(channels: lexical.Channels, matching: list[str], depth: int) -> dict:
 def facets(queryset: models.QuerySet, matching: list[str]) -> list[dict[str, Any]]:
     """Matching products per category, most first."""
     from .categories import category_model, display_name
+    from .registry import declaration
 
-    field = getattr(queryset.model, "search_category_field", None)
+    field = declaration(queryset.model).categories
     if not field or not matching:
         return []
     counts = (

@@ -1,8 +1,9 @@
 """
-Making a product model searchable.
+shop_search's own tables, and the base class for a product model the shop owns.
 
-Inherit :class:`SearchableProduct` and say which fields hold the image, the
-text and the category::
+A shop makes a model searchable either with :func:`shop_search.register`
+(any model, no change to it) or by inheriting :class:`SearchableProduct`
+and declaring fields as class attributes::
 
     from shop_search.models import SearchableProduct
 
@@ -15,16 +16,13 @@ text and the category::
         search_text_fields = ["name", "description"]
         search_category_field = "category"
 
-        class Meta(SearchableProduct.Meta):
-            pass
-
-The base adds the embedding column, its HNSW index and the bookkeeping that
-says whether the vector is current. Run ``makemigrations`` and ``migrate``.
+Either way the vectors and words live in shop_search's tables
+(:class:`ImageVector`, :class:`IndexEntry`, :class:`SearchDocument`), keyed by
+content type and primary key; the shop's table gets no column.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -32,43 +30,32 @@ from typing import Any, ClassVar
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
-from django.core import checks
 from django.db import models
-from django.db.models import Q
-from django.db.models.functions import MD5, Coalesce
 from django.utils.translation import gettext_lazy as _
 
 from .conf import shop_search_settings
 from .encoders import encoder_for, image_model_id
 from .fields import EmbeddingField, EmbeddingIndex
+from .registry import image_fingerprint, searchable_models
 
 __all__ = [
     "SearchableProduct",
     "IndexStatus",
-    "BOOKKEEPING_FIELDS",
+    "IndexEntry",
+    "ImageVector",
     "searchable_models",
     "image_fingerprint",
-    "status_q",
     "SearchDocument",
     "Serving",
     "serving",
 ]
 
-#: Columns that shop_search writes; a product save never overwrites them.
-BOOKKEEPING_FIELDS = (
-    "search_embedding",
-    "search_model",
-    "search_fingerprint",
-    "search_error",
-    "search_attempts",
-    "search_indexed_at",
-)
-
 
 class IndexStatus(models.TextChoices):
     """
     Where a product stands in the index, for the models that serve searches
-    (see :mod:`shop_search.switching`). Derived from the row, never stored.
+    (see :mod:`shop_search.switching`). Derived, never stored: see
+    :mod:`shop_search.status`.
     """
 
     INDEXED = "indexed", _("Indexed")
@@ -81,14 +68,18 @@ class IndexStatus(models.TextChoices):
 
 class SearchableProduct(models.Model):
     """
-    Abstract base for a product model whose image is embedded for search.
+    Abstract base for a product model the shop owns: the same declaration as
+    :func:`shop_search.register`, as class attributes. It adds no column.
 
-    Subclasses set ``search_image_field`` (required), and optionally
-    ``search_text_fields`` and ``search_category_field``. shop_search writes
-    the ``search_*`` columns; the shop's code should treat them as read-only.
+    ``search_image_field`` (an ImageField), or ``search_images`` (paths, as
+    ``register(images=...)``, galleries included); ``search_text_fields``,
+    ``search_name_fields``, ``search_identifier_fields``,
+    ``search_category_field``, ``search_parent_field`` (variants),
+    ``search_queryset`` (visibility).
     """
 
-    search_image_field: ClassVar[str] = "image"
+    search_image_field: ClassVar[str | None] = "image"
+    search_images: ClassVar[list[str] | None] = None
     search_text_fields: ClassVar[list[str]] = []
     #: The fields holding the product's name(s), translations included
     #: (autocomplete, and the heaviest words); default: the first text field.
@@ -96,156 +87,91 @@ class SearchableProduct(models.Model):
     #: Codes a shopper may type to find exactly this product (SKU, GTIN).
     search_identifier_fields: ClassVar[list[str]] = []
     search_category_field: ClassVar[str | None] = None
-
-    search_embedding = EmbeddingField(null=True, blank=True, editable=False)
-    search_model = models.CharField(
-        _("embedding model"), max_length=255, blank=True, default="", editable=False
-    )
-    search_fingerprint = models.CharField(
-        _("image fingerprint"), max_length=32, blank=True, default="", editable=False
-    )
-    search_error = models.TextField(
-        _("indexing error"), blank=True, default="", editable=False
-    )
-    search_attempts = models.PositiveSmallIntegerField(
-        _("failed indexing attempts"), default=0, editable=False
-    )
-    search_indexed_at = models.DateTimeField(
-        _("indexed at"), null=True, blank=True, editable=False
-    )
+    search_parent_field: ClassVar[str | None] = None
+    #: What shoppers may find: a dotted path to ``f(request) -> QuerySet``.
+    search_queryset: ClassVar[str | None] = None
+    _shop_search_base: ClassVar[bool] = True
 
     class Meta:
         abstract = True
-        indexes = [
-            EmbeddingIndex(
-                name="%(app_label)s_%(class)s_emb", fields=["search_embedding"]
+
+    @classmethod
+    def check(cls, **kwargs: Any) -> list[Any]:
+        errors = super().check(**kwargs)
+        if not cls._meta.abstract:
+            from .registry import check_declaration, declaration
+
+            errors.extend(check_declaration(declaration(cls)))
+        return errors
+
+
+class IndexEntry(models.Model):
+    """
+    A product's bookkeeping for one image model: which images its vectors
+    were made from (``digest``: MD5 of the image names in order) and the
+    last failure. A product with no entry for the serving model is missing;
+    one whose images changed since is stale.
+    """
+
+    content_type = models.ForeignKey(
+        "contenttypes.ContentType", on_delete=models.CASCADE, related_name="+"
+    )
+    object_pk = models.CharField(max_length=64)
+    image_model = models.CharField(max_length=255)
+    digest = models.CharField(max_length=32)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    indexed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("index entry")
+        verbose_name_plural = _("index entries")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_pk", "image_model"],
+                name="shop_search_entry_unique",
             )
         ]
 
-    @classmethod
-    def check(cls, **kwargs: Any) -> list[checks.CheckMessage]:
-        errors = super().check(**kwargs)
-        if cls._meta.abstract:
-            return errors
-        errors.extend(_check_declared_fields(cls))
-        return errors
-
-    def image_fingerprint(self) -> str:
-        return image_fingerprint(getattr(self, self.search_image_field))
-
-    @property
-    def search_status(self) -> str:
-        """This row's :class:`IndexStatus` value, computed like :func:`status_q`."""
-        fingerprint = self.image_fingerprint()
-        if not getattr(self, self.search_image_field):
-            return IndexStatus.NO_IMAGE
-        if self.search_error and self.search_fingerprint == fingerprint:
-            if self.search_attempts >= shop_search_settings.MAX_ATTEMPTS:
-                return IndexStatus.GIVEN_UP
-            return IndexStatus.FAILED
-        if self.search_embedding is None:
-            return IndexStatus.MISSING
-        if (
-            self.search_fingerprint != fingerprint
-            or self.search_model != serving(max_age=2).image_model
-        ):
-            return IndexStatus.STALE
-        return IndexStatus.INDEXED
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_pk} ({self.image_model})"
 
 
-def image_fingerprint(image: Any) -> str:
+class ImageVector(models.Model):
     """
-    Fingerprint of an image field's value: MD5 of the stored file name.
-
-    Django gives every upload a new name, so a changed name means a changed
-    image. The same value is computed in SQL (``MD5(image)``), which is how
-    ``shop_search_reindex --stale`` finds rows changed by ``QuerySet.update()``.
+    One image of one product, embedded by one image model. ``source`` names
+    the image (the field, or ``"<gallery path>:<gallery pk>"``);
+    ``group_pk`` is the family (the parent's key for a variant), so that
+    searches return a family once.
     """
-    name = getattr(image, "name", image) or ""
-    return hashlib.md5(str(name).encode()).hexdigest()
 
+    content_type = models.ForeignKey(
+        "contenttypes.ContentType", on_delete=models.CASCADE, related_name="+"
+    )
+    object_pk = models.CharField(max_length=64)
+    group_pk = models.CharField(max_length=64)
+    image_model = models.CharField(max_length=255)
+    source = models.CharField(max_length=255)
+    position = models.PositiveIntegerField(default=0)
+    fingerprint = models.CharField(max_length=32)
+    vector = EmbeddingField(editable=False)
 
-def status_q(model: type[models.Model], status: str) -> Q:
-    """A ``Q`` that selects the rows of ``model`` in ``status`` (an IndexStatus)."""
-
-    image = model.search_image_field
-    has_image = ~Q(**{image: ""}) & Q(**{f"{image}__isnull": False})
-    same_image = Q(search_fingerprint=MD5(Coalesce(image, models.Value(""))))
-    failed = ~Q(search_error="") & same_image
-    given_up = failed & Q(search_attempts__gte=shop_search_settings.MAX_ATTEMPTS)
-    current = same_image & Q(search_model=serving(max_age=2).image_model)
-    has_vector = Q(search_embedding__isnull=False)
-    queries = {
-        IndexStatus.NO_IMAGE: ~has_image,
-        IndexStatus.GIVEN_UP: has_image & given_up,
-        IndexStatus.FAILED: has_image & failed & ~given_up,
-        IndexStatus.MISSING: has_image & ~failed & ~has_vector,
-        IndexStatus.STALE: has_image & ~failed & has_vector & ~current,
-        IndexStatus.INDEXED: has_image & ~failed & has_vector & current,
-    }
-    return queries[IndexStatus(status)]
-
-
-def searchable_models() -> list[type[SearchableProduct]]:
-    """Every installed concrete model that inherits :class:`SearchableProduct`."""
-    from django.apps import apps
-
-    return [
-        model
-        for model in apps.get_models()
-        if issubclass(model, SearchableProduct) and not model._meta.proxy
-    ]
-
-
-def _check_declared_fields(model: type[SearchableProduct]) -> list[checks.CheckMessage]:
-    declared = [("search_image_field", model.search_image_field)]
-    for attribute in ("search_text_fields", "search_identifier_fields"):
-        declared += [(attribute, name) for name in getattr(model, attribute)]
-    declared += [("search_name_fields", n) for n in model.search_name_fields or []]
-    if model.search_category_field:
-        declared.append(("search_category_field", model.search_category_field))
-    existing = {f.name for f in model._meta.get_fields()}
-    errors = []
-    for attribute, name in declared:
-        if name.split("__")[0] not in existing:
-            errors.append(
-                checks.Error(
-                    f"{model._meta.label}.{attribute} names {name!r}, which is not "
-                    f"a field of {model.__name__}.",
-                    hint=f"Set {attribute} to one of: {', '.join(sorted(existing))}.",
-                    obj=model,
-                    id="shop_search.E010",
-                )
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_pk", "image_model", "source"],
+                name="shop_search_vector_unique",
             )
-    if model.search_image_field in existing:
-        field = model._meta.get_field(model.search_image_field)
-        if not isinstance(field, models.FileField):
-            errors.append(
-                checks.Error(
-                    f"{model._meta.label}.search_image_field names "
-                    f"{model.search_image_field!r}, which is a "
-                    f"{type(field).__name__}, not an ImageField or FileField.",
-                    hint="Point search_image_field at the product's ImageField.",
-                    obj=model,
-                    id="shop_search.E011",
-                )
-            )
-    if not any(
-        isinstance(index, EmbeddingIndex) or "search_embedding" in index.fields
-        for index in model._meta.indexes
-    ):
-        errors.append(
-            checks.Warning(
-                f"{model._meta.label} has no HNSW index on search_embedding, so "
-                f"every search scans the whole table.",
-                hint="Let Meta inherit SearchableProduct.Meta "
-                "(class Meta(SearchableProduct.Meta): ...), or add an "
-                "EmbeddingIndex to Meta.indexes, then run makemigrations.",
-                obj=model,
-                id="shop_search.W010",
-            )
-        )
-    return errors
+        ]
+        indexes = [
+            EmbeddingIndex(name="shop_search_vector_hnsw", fields=["vector"]),
+            models.Index(
+                fields=["image_model", "fingerprint"], name="shop_search_vector_fp"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_pk} {self.source}"
 
 
 class IndexState(models.Model):
@@ -266,31 +192,6 @@ class IndexState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image_model} / {self.text_model}"
-
-
-class PendingEmbedding(models.Model):
-    """
-    A product vector made by the configured ``IMAGE_MODEL`` while another model
-    still serves searches; copied onto the product row when all are done.
-    """
-
-    model_label = models.CharField(max_length=200)
-    object_pk = models.CharField(max_length=64)
-    image_model = models.CharField(max_length=255)
-    fingerprint = models.CharField(max_length=32)
-    vector = models.TextField()  # pgvector text form; cast when copied
-    created_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["model_label", "object_pk", "image_model"],
-                name="shop_search_pending_unique",
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.model_label}:{self.object_pk} ({self.image_model})"
 
 
 class SearchDocument(models.Model):
@@ -406,9 +307,4 @@ def _load_serving(using: str) -> Serving:
 
 
 def _has_vectors(image_model: str, using: str) -> bool:
-    return any(
-        model._base_manager.using(using)
-        .filter(search_model=image_model, search_embedding__isnull=False)
-        .exists()
-        for model in searchable_models()
-    )
+    return ImageVector.objects.using(using).filter(image_model=image_model).exists()

@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.contrib.contenttypes.models import ContentType
 from django.db import connections, models, transaction
-from django.db.models import ExpressionWrapper, FloatField
-from django.db.models.functions import Cast
-from pgvector.django import MaxInnerProduct
 
 from . import result_cache
 from .conf import shop_search_settings
-from .switching import serving
+from .models import ImageVector, serving
 from .vectors import QueryError
 
 __all__ = [
@@ -33,6 +31,7 @@ __all__ = [
     "check_limit",
     "hnsw_cursor",
     "image_channel_sql",
+    "stored_vector",
 ]
 
 
@@ -75,9 +74,11 @@ def nearest(
     offset: int = 0,
     min_score: float | None = None,
     image_model: str | None = None,
+    exclude_group: str | None = None,
 ) -> Page:
     """
-    The products of ``queryset`` nearest to ``vector``, best first.
+    The products of ``queryset`` nearest to ``vector``, best first, each
+    family (a product and its variants) once, by its best image.
 
     ``vector`` must come from the serving models' space; only rows whose
     vector was made by ``image_model`` (default: the serving image model)
@@ -91,6 +92,7 @@ def nearest(
         offset=offset,
         min_score=min_score,
         image_model=image_model,
+        exclude_group=exclude_group,
     )
 
 
@@ -102,54 +104,66 @@ def rank_nearest(
     offset: int = 0,
     min_score: float | None = None,
     image_model: str | None = None,
+    exclude_group: str | None = None,
 ) -> Page:
     """:func:`nearest` without the ``MAX_LIMIT`` check, for internal
-    rankings (the noise floors, the evaluation report)."""
+    rankings (the noise floors, the evaluation report). ``exclude_group``
+    leaves out a family (a product and its variants)."""
     if queryset.query.is_empty():  # e.g. a filter on a category that is gone
         return Page(hits=[], limit=limit, offset=offset, has_more=False)
     if min_score is None:
         min_score = shop_search_settings.MIN_SCORE
-    model = queryset.model
-    embedding = model._meta.get_field("search_embedding")
-    query = Cast(
-        models.Value(embedding.get_prep_value(vector)), output_field=embedding.clone()
-    )
-    candidates = queryset.filter(
-        search_embedding__isnull=False,
-        search_model=image_model or serving(queryset.db).image_model,
-    ).defer("search_embedding")  # 512 numbers a row that results do not show
+    image_model = image_model or serving(queryset.db).image_model
     cache_key = result_cache.ranking_key(
-        candidates, vector, limit=limit, offset=offset, min_score=min_score
+        queryset,
+        vector,
+        limit=limit,
+        offset=offset,
+        min_score=min_score,
+        models=(image_model, exclude_group),
     )
     cached = result_cache.get(cache_key)
     if cached is not None:
-        return _cached_page(candidates, cached, limit=limit, offset=offset)
-    distance = MaxInnerProduct("search_embedding", query)
-    window = slice(offset, offset + limit + 1)
-    # Ordering by an expression the index cannot serve makes PostgreSQL scan
-    # the (filtered) rows exactly.
-    exact_distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
-    exact_order = candidates.annotate(_distance=exact_distance).order_by("_distance")
+        return _cached_page(queryset, cached, limit=limit, offset=offset)
+    wanted = offset + limit + 1
     threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
-    if threshold and estimated_rows(candidates) <= threshold:
-        # Few candidates (a selective filter, a small shop): an exact scan
-        # finds the true nearest, where a filtered HNSW scan can miss some (it
-        # follows the graph of all products).
-        rows = list(exact_order[window])
-        exact = True
-    else:
-        # ORDER BY "embedding <#> query" is what the HNSW index serves.
-        indexed = candidates.annotate(_distance=distance).order_by("_distance")
-        rows = _run(indexed[window], queryset.db)
-        exact = False
-        if len(rows) <= limit and candidates.count() > offset + len(rows):
-            # The iterative scan stopped before the page was full.
-            rows = list(exact_order[window])
-            exact = True
-    has_more = len(rows) > limit
+    exact = bool(threshold and estimated_rows(queryset) <= threshold)
+    ranked: list[tuple[str, float]] = []
+    if not exact:
+        # Products with several images (and families of variants) take
+        # several index rows each: ask for more rows until the page is full.
+        depth = wanted * 2
+        while True:
+            sql, params = _ranking_sql(
+                queryset, vector, image_model, depth=depth, exclude_group=exclude_group
+            )
+            with hnsw_cursor(queryset.db) as cursor:
+                cursor.execute(sql + " LIMIT %s", [*params, wanted])
+                ranked = cursor.fetchall()
+            if len(ranked) >= wanted or depth >= 16 * wanted:
+                break
+            depth *= 4
+        if len(ranked) < wanted and _has_more_candidates(queryset, len(ranked), offset):
+            exact = True  # the iterative scan stopped before the page was full
+    if exact:
+        sql, params = _ranking_sql(
+            queryset, vector, image_model, depth=None, exclude_group=exclude_group
+        )
+        with hnsw_cursor(queryset.db) as cursor:
+            cursor.execute(sql + " LIMIT %s", [*params, wanted])
+            ranked = cursor.fetchall()
+    window = ranked[offset:]
+    has_more = len(window) > limit
+    rows = queryset.in_bulk(_pks(queryset.model, [key for key, _d in window[:limit]]))
     # halfvec rounding can put a perfect match a hair above 1.
     hits = [
-        Hit(row, min(1.0, -float(row._distance)), ["image"]) for row in rows[:limit]
+        Hit(rows[pk], min(1.0, -float(distance)), ["image"])
+        for pk, distance in zip(
+            _pks(queryset.model, [k for k, _d in window[:limit]]),
+            [d for _k, d in window[:limit]],
+            strict=True,
+        )
+        if pk in rows
     ]
     if min_score is not None:
         kept = [hit for hit in hits if hit.score >= min_score]
@@ -162,36 +176,122 @@ def rank_nearest(
     return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
 
 
+def _pks(model: type[models.Model], keys: list[str]) -> list[Any]:
+    to_python = model._meta.pk.to_python
+    return [to_python(key) for key in keys]
+
+
+def _has_more_candidates(queryset: models.QuerySet, found: int, offset: int) -> bool:
+    """Whether products with vectors remain beyond the ``found`` ranked."""
+    return queryset.order_by()[offset + found : offset + found + 1].exists()
+
+
+def _ranking_sql(
+    queryset: models.QuerySet,
+    vector: np.ndarray,
+    image_model: str,
+    *,
+    depth: int | None,
+    exclude_group: str | None = None,
+) -> tuple[str, list[Any]]:
+    """
+    SQL selecting ``(object_pk, distance)``, best first, one row per family
+    (its best image): the ``depth`` nearest image vectors through the HNSW
+    index, or with ``depth`` None an exact scan of the candidates' vectors.
+    """
+    using = queryset.db
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        queryset.model, for_concrete_model=False
+    )
+    literal = _vector_literal(vector)
+    params: list[Any] = []
+    where = "v.content_type_id = %s AND v.image_model = %s"
+    params_where: list[Any] = [content_type.pk, image_model]
+    if exclude_group is not None:
+        where += " AND v.group_pk <> %s"
+        params_where.append(exclude_group)
+    candidates = ""
+    candidate_params: list[Any] = []
+    if queryset.query.where or depth is None:
+        compiled, candidate_params = (
+            queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
+        )
+        candidate_params = list(candidate_params)
+        pk_type = queryset.model._meta.pk.cast_db_type(connections[using])
+        candidates = f"({compiled}) AS c(pk)"
+    if depth is None:
+        # Exact: every vector of the candidates, joined by key; ordering by
+        # an expression the index cannot serve keeps the planner off it.
+        inner = (
+            f"SELECT v.object_pk, v.group_pk, (v.vector <#> %s::halfvec) AS d "
+            f"FROM {candidates} JOIN shop_search_imagevector v "
+            f"ON v.object_pk = c.pk::text AND {where}"
+        )
+        params = [literal, *candidate_params, *params_where]
+    else:
+        inner = (
+            "SELECT v.object_pk, v.group_pk, (v.vector <#> %s::halfvec) AS d "
+            f"FROM shop_search_imagevector v WHERE {where}"
+        )
+        params = [literal, *params_where]
+        if candidates:
+            inner += (
+                f" AND EXISTS (SELECT 1 FROM {candidates} "
+                f"WHERE c.pk = v.object_pk::{pk_type})"
+            )
+            params += candidate_params
+        inner += " ORDER BY v.vector <#> %s::halfvec LIMIT %s"
+        params += [literal, depth]
+    sql = (
+        "SELECT object_pk, d FROM (SELECT DISTINCT ON (group_pk) object_pk, d "
+        f"FROM ({inner}) AS i ORDER BY group_pk, d, object_pk) AS best "
+        "ORDER BY d, object_pk"
+    )
+    return sql, params
+
+
+def _vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(v):.7g}" for v in np.asarray(vector)) + "]"
+
+
+def stored_vector(obj: Any, image_model: str | None = None) -> np.ndarray | None:
+    """The vector of ``obj``'s first image (by display position), or None."""
+    using = obj._state.db or "default"
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        type(obj), for_concrete_model=False
+    )
+    row = (
+        ImageVector.objects.using(using)
+        .filter(
+            content_type=content_type,
+            object_pk=str(obj.pk),
+            image_model=image_model or serving(using).image_model,
+        )
+        .order_by("position", "pk")
+        .values_list("vector", flat=True)
+        .first()
+    )
+    return None if row is None else np.asarray(row, dtype=np.float32)
+
+
 def image_channel_sql(
     queryset: models.QuerySet, vector: np.ndarray, *, depth: int, image_model: str
 ) -> tuple[str, list[Any]] | None:
     """
     SQL selecting ``(pk, distance)`` of the ``depth`` products nearest to
-    ``vector``, to run inside another statement (the text search's channels):
-    an exact scan for few candidates, else the HNSW index, as in
-    :func:`rank_nearest` (without its refill: a channel may come up short).
-    None for a queryset that is empty by construction.
+    ``vector``, one per family, to run inside another statement (the text
+    search's channels): an exact scan for few candidates, else the HNSW
+    index, as in :func:`rank_nearest` (without its refill: a channel may
+    come up short). None for a queryset that is empty by construction.
     """
     if queryset.query.is_empty():
         return None
-    embedding = queryset.model._meta.get_field("search_embedding")
-    query = Cast(
-        models.Value(embedding.get_prep_value(vector)), output_field=embedding.clone()
-    )
-    candidates = queryset.filter(
-        search_embedding__isnull=False, search_model=image_model
-    )
-    distance = MaxInnerProduct("search_embedding", query)
     threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
-    if threshold and estimated_rows(candidates) <= threshold:
-        distance = ExpressionWrapper(distance * 1.0, output_field=FloatField())
-    ranked = (
-        candidates.annotate(_distance=distance)
-        .order_by("_distance")
-        .values_list("pk", "_distance")[:depth]
+    exact = bool(threshold and estimated_rows(queryset) <= threshold)
+    sql, params = _ranking_sql(
+        queryset, vector, image_model, depth=None if exact else depth * 2
     )
-    sql, params = ranked.query.get_compiler(using=queryset.db).as_sql()
-    return sql, list(params)
+    return f"{sql} LIMIT %s", [*params, depth]
 
 
 def _cached_page(
@@ -242,12 +342,6 @@ def hnsw_cursor(using: str) -> Iterator[Any]:
             ],
         )
         yield cursor
-
-
-def _run(queryset: models.QuerySet, using: str) -> list[Any]:
-    """Evaluate an index-ordered query with this module's HNSW settings."""
-    with hnsw_cursor(using):
-        return list(queryset)
 
 
 def check_limit(limit: int | None, offset: int) -> int:

@@ -6,7 +6,8 @@ base queryset (the shop's visibility and filters) and returns a
 - :func:`search_text` fuses the channels over the product's own words
   (:mod:`shop_search.lexical`) with the image channel;
 - :func:`search_image`, :func:`similar_products` and :func:`shop_the_look`
-  rank by image vectors (:mod:`shop_search.ranking`).
+  (:mod:`shop_search.look`) rank by image vectors (:mod:`shop_search.ranking`);
+- :func:`text_search` is what the API and the page answer a text query with.
 
 Only vectors made by the serving models are compared.
 """
@@ -23,7 +24,7 @@ from django.db import models
 
 from . import calibration, fusion, lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
-from .models import SearchableProduct, searchable_models
+from .look import Look, LookItem, shop_the_look
 from .ranking import (
     Hit,
     Page,
@@ -31,12 +32,13 @@ from .ranking import (
     estimated_rows,
     image_channel_sql,
     nearest,
+    stored_vector,
 )
+from .registry import declaration, is_searchable, searchable_models
 from .switching import serving
 from .vectors import (
     VISIBLE_PATTERN,
     QueryError,
-    as_picture,
     encoder_gate,
     image_vector,
     normalize_query,
@@ -59,6 +61,7 @@ __all__ = [
     "nearest",
     "estimated_rows",
     "search_text",
+    "text_search",
     "suggest",
     "Suggestions",
     "search_image",
@@ -69,15 +72,17 @@ __all__ = [
 ]
 
 
-def product_model() -> type[SearchableProduct]:
-    """The model searched by the API and the page (``PRODUCT_MODEL``)."""
+def product_model() -> type[models.Model]:
+    """The model searched by the API and the page (``PRODUCT_MODEL``, or the
+    one searchable model)."""
     label = shop_search_settings.PRODUCT_MODEL
     if label:
         model = apps.get_model(label)
-        if not issubclass(model, SearchableProduct):
+        if not is_searchable(model):
             raise ImproperlyConfigured(
-                f"SHOP_SEARCH['PRODUCT_MODEL'] = {label!r} does not inherit "
-                f"shop_search.models.SearchableProduct."
+                f"SHOP_SEARCH['PRODUCT_MODEL'] = {label!r} is not searchable: "
+                f"register it (shop_search.register({label!r}, images=[...])) or "
+                f"inherit shop_search.models.SearchableProduct."
             )
         return model
     models_ = searchable_models()
@@ -92,20 +97,27 @@ def product_model() -> type[SearchableProduct]:
 
 def visible_products(request: Any = None) -> models.QuerySet:
     """
-    The products shoppers may find: ``VISIBLE_PRODUCTS(request)``, or all
-    products of :func:`product_model`. Every view starts from this queryset,
-    so one declaration hides a product from every read.
+    The products shoppers may find: the declaration's ``queryset(request)``
+    (else the ``VISIBLE_PRODUCTS`` setting), else all products of
+    :func:`product_model`. Every read starts from this queryset, so one
+    declaration hides a product from every search, ``similar`` and the page.
     """
-    if shop_search_settings.VISIBLE_PRODUCTS:
-        queryset = import_from_setting("VISIBLE_PRODUCTS")(request)
-        model = product_model()
-        if getattr(queryset, "model", None) is not model:
-            raise ImproperlyConfigured(
-                f"SHOP_SEARCH['VISIBLE_PRODUCTS'] must return a queryset of "
-                f"{model._meta.label}, not {queryset!r}."
-            )
-        return queryset
-    return product_model()._default_manager.all()
+    model = product_model()
+    source = declaration(model).queryset
+    if source is None and shop_search_settings.VISIBLE_PRODUCTS:
+        source = import_from_setting("VISIBLE_PRODUCTS")
+    if source is None:
+        return model._default_manager.all()
+    queryset = source(request)
+    if isinstance(queryset, models.Manager):
+        queryset = queryset.all()
+    if getattr(queryset, "model", None) is not model:
+        raise ImproperlyConfigured(
+            f"The visible products of {model._meta.label} (register(queryset=...) "
+            f"or SHOP_SEARCH['VISIBLE_PRODUCTS']) must be a queryset of "
+            f"{model._meta.label}, not {queryset!r}."
+        )
+    return queryset
 
 
 # --- the searches -----------------------------------------------------------------
@@ -178,6 +190,29 @@ def search_text(
     return page
 
 
+def text_search(
+    queryset: models.QuerySet, query: str, *, categories: int = 3, **options: Any
+) -> Page:
+    """
+    What a shopper's text search answers, for the API and the page alike:
+    :func:`search_text` (``options``: limit, offset, sort, facets) and in
+    ``page.extra["categories"]`` the ``categories`` categories the query
+    most likely means (:class:`~shop_search.categories.Suggestion`).
+    """
+    from .categories import for_query
+
+    current = serving(queryset.db)
+    query = normalize_query(query)
+    page = search_text(queryset, query, current=current, **options)
+    page.extra["query"] = query
+    page.extra["categories"] = (
+        for_query(queryset.model, query, top=categories, current=current)
+        if categories
+        else []
+    )
+    return page
+
+
 def _cached_text_page(
     queryset: models.QuerySet, cached: Any, *, limit: int, offset: int
 ) -> Page:
@@ -216,7 +251,7 @@ def _search_text(
         ),
     )
     floors = calibration.noise_floors(queryset.model, current, queryset.db)
-    fused = fusion.fuse(channels, floors)
+    fused = fusion.by_family(queryset.model, fusion.fuse(channels, floors))
     matching = [key for key, (_s, matched) in fused.items() if matched]
     extra: dict[str, Any] = {
         "words": channels.words,
@@ -271,7 +306,7 @@ def suggest(queryset: models.QuerySet, prefix: str, *, limit: int = 8) -> Sugges
     titles = lexical.suggest_titles(queryset, prefix, limit=limit)
     words = tokens(prefix)
     found = []
-    if words and getattr(queryset.model, "search_category_field", None):
+    if words and declaration(queryset.model).categories:
         for category in all_categories(queryset.model):
             names = [tokens(fold(name)) for name in category_names(category).values()]
             if any(
@@ -294,107 +329,19 @@ def similar_products(queryset: models.QuerySet, product: Any, **options: Any) ->
     Products that look like ``product`` (its stored vector; nothing is
     re-encoded), without the product itself. An unindexed product has none.
     """
-    vector = product.search_embedding
     current = serving(queryset.db)
-    if vector is None or product.search_model != current.image_model:
+    vector = stored_vector(product, current.image_model)
+    if vector is None:
         limit = check_limit(options.get("limit"), options.get("offset", 0))
         return Page(
             hits=[], limit=limit, offset=options.get("offset", 0), has_more=False
         )
+    # Not the product, nor its variants (a family is one product to a shopper).
+    group = declaration(type(product)).group_key(product)
     return nearest(
         queryset.exclude(pk=product.pk),
         vector,
         image_model=current.image_model,
+        exclude_group=group,
         **options,
     )
-
-
-# --- shop the look ----------------------------------------------------------------
-
-
-@dataclass
-class LookItem:
-    """An item found in the photo, with the products that match it."""
-
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the uploaded image's pixels
-    category: Any
-    score: float
-    page: Page
-
-
-@dataclass
-class Look:
-    """Shop-the-look results: per detected item, and for the whole image."""
-
-    items: list[LookItem]
-    whole_image: Page
-    image_size: tuple[int, int]
-
-
-def shop_the_look(
-    queryset: models.QuerySet, image: Any, *, limit: int | None = None
-) -> Look:
-    """
-    Detect the items in an outfit or room photo and find products for each.
-
-    Each item's products are searched within the item's category when the
-    model has ``search_category_field`` (falling back to all products if that
-    category has none), and always for the whole image too.
-    """
-    from .categories import all_categories, in_category
-
-    picture = as_picture(image)
-    model = queryset.model
-    categories = all_categories(model) if model.search_category_field else []
-    current = serving(queryset.db)
-    with encoder_gate:
-        detections, vectors = _detect_and_encode(picture, categories, current)
-    width, height = picture.info.get("original_size", picture.size)
-    sx, sy = width / picture.width, height / picture.height
-    items = []
-    for detection, vector in zip(detections, vectors[1:], strict=True):
-        page = Page(hits=[], limit=1, offset=0, has_more=False)
-        if model.search_category_field:
-            page = nearest(
-                in_category(queryset, detection.category),
-                vector,
-                limit=limit,
-                image_model=current.image_model,
-            )
-        if not page.hits:
-            page = nearest(
-                queryset, vector, limit=limit, image_model=current.image_model
-            )
-        x0, y0, x1, y1 = detection.box
-        box = (
-            max(0, round(x0 * sx)),
-            max(0, round(y0 * sy)),
-            min(width, round(x1 * sx)),
-            min(height, round(y1 * sy)),
-        )
-        items.append(LookItem(box, detection.category, detection.score, page))
-    return Look(
-        items=items,
-        whole_image=nearest(
-            queryset, vectors[0], limit=limit, image_model=current.image_model
-        ),
-        image_size=(width, height),
-    )
-
-
-def _detect_and_encode(
-    picture: Any, categories: list[Any], current: Any
-) -> tuple[list, np.ndarray]:
-    """Detected items (boxes too small to crop are dropped) and the vectors of
-    the whole picture followed by each item's crop."""
-    from .detectors import get_detector
-
-    # Boxes of a few pixels are not items, and would make empty crops.
-    minimum = max(4.0, 0.02 * min(picture.size))
-    detections = [
-        d
-        for d in get_detector().detect(picture, categories, current)
-        if d.box[2] - d.box[0] >= minimum and d.box[3] - d.box[1] >= minimum
-    ]
-    crops = [picture.crop(tuple(round(v) for v in d.box)) for d in detections]
-    return detections, current.image_encoder.encode_images([picture, *crops])

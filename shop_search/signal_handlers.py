@@ -1,11 +1,11 @@
 """
-Keep vectors current when products are saved.
+Keep vectors and words current when products or their gallery images change.
 
-``pre_save`` reloads the ``search_*`` columns of an existing row, so saving a
-product object never writes back an out-of-date vector. ``post_save`` queues
-indexing with ``transaction.on_commit`` when the image is new or changed, or
-the vector is missing or from another model; a rolled-back save queues
-nothing. Fixture loads (``raw``) are skipped.
+``post_save`` and ``post_delete`` of each searchable model, and of each
+gallery model a declaration names, queue indexing of the product (and of
+the variants that show its images) with ``transaction.on_commit``; a
+rolled-back save queues nothing. Fixture loads (``raw``) are skipped.
+Indexing itself decides what changed (:mod:`shop_search.indexing`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save
 
 from .conf import shop_search_settings
-from .models import (
-    BOOKKEEPING_FIELDS,
-    SearchableProduct,
-    searchable_models,
-)
+from .registry import declaration, searchable_models
 
 __all__ = [
     "connect_signals",
@@ -35,6 +31,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 _state = threading.local()
+_connected: list[tuple[Any, Any, str]] = []
 
 
 @contextmanager
@@ -53,64 +50,61 @@ def indexing_paused() -> Iterator[None]:
         _state.paused = previous
 
 
-def refresh_bookkeeping(
-    sender: type[SearchableProduct],
-    instance: SearchableProduct,
-    raw: bool = False,
-    update_fields: Any = None,
-    **kwargs: Any,
-) -> None:
-    if raw or instance._state.adding or instance.pk is None:
-        return
-    fields = [
-        name
-        for name in BOOKKEEPING_FIELDS
-        if update_fields is None or name in update_fields
-    ]
-    if not fields:
-        return
-    values = (
-        sender._base_manager.using(kwargs.get("using") or instance._state.db)
-        .filter(pk=instance.pk)
-        .values(*fields)
-        .first()
+def _with_variants(
+    model: type[models.Model], pks: list[Any], using: str | None
+) -> list[Any]:
+    """``pks`` and the variants whose images come from them."""
+    parent = declaration(model).parent
+    if not parent or not pks:
+        return pks
+    children = model._base_manager.using(using or "default").filter(
+        **{f"{parent}__in": pks}
     )
-    if values:
-        for name, value in values.items():
-            setattr(instance, name, value)
+    return [*pks, *children.values_list("pk", flat=True)]
 
 
 def index_on_save(
-    sender: type[SearchableProduct],
-    instance: SearchableProduct,
-    created: bool = False,
+    sender: type[models.Model],
+    instance: Any,
     raw: bool = False,
-    update_fields: Any = None,
     using: str | None = None,
     **kwargs: Any,
 ) -> None:
     if raw or getattr(_state, "paused", False):
         return
-    # Any save may change the product's words; indexing skips what is
-    # current (its image vector, an unchanged document) with one query each.
-    schedule_indexing(sender, [instance.pk], using=using)
+    # Any save may change the product's words or images; indexing skips
+    # what is current with a few queries.
+    schedule_indexing(sender, _with_variants(sender, [instance.pk], using), using=using)
 
 
-def forget_on_delete(
-    sender: type[SearchableProduct], instance: SearchableProduct, **kwargs: Any
-) -> None:
+def forget_on_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> None:
     from django.contrib.contenttypes.models import ContentType
 
-    from .models import SearchDocument
+    from .models import ImageVector, IndexEntry, SearchDocument
 
-    SearchDocument.objects.filter(
-        content_type=ContentType.objects.get_for_model(sender),
-        object_pk=str(instance.pk),
-    ).delete()
+    content_type = ContentType.objects.get_for_model(sender, for_concrete_model=False)
+    for table in (SearchDocument, ImageVector, IndexEntry):
+        table.objects.filter(
+            content_type=content_type, object_pk=str(instance.pk)
+        ).delete()
+
+
+def _gallery_handler(product_model: type[models.Model], fk: str) -> Any:
+    def changed(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+        if raw or getattr(_state, "paused", False):
+            return
+        product_pk = getattr(instance, sender._meta.get_field(fk).attname)
+        if product_pk is None:
+            return
+        using = kwargs.get("using")
+        pks = _with_variants(product_model, [product_pk], using)
+        schedule_indexing(product_model, pks, using=using)
+
+    return changed
 
 
 def schedule_indexing(
-    model: type[SearchableProduct], pks: list[Any], *, using: str | None = None
+    model: type[models.Model], pks: list[Any], *, using: str | None = None
 ) -> None:
     """Index ``pks`` once the current transaction commits (sync or Celery)."""
     label = model._meta.label
@@ -126,7 +120,7 @@ def schedule_indexing(
         transaction.on_commit(lambda: _index_now(model, pks), using=using, robust=True)
 
 
-def _index_now(model: type[SearchableProduct], pks: list[Any]) -> None:
+def _index_now(model: type[models.Model], pks: list[Any]) -> None:
     from .indexing import index_objects
 
     try:
@@ -142,22 +136,26 @@ def _index_now(model: type[SearchableProduct], pks: list[Any]) -> None:
 
 
 def connect_signals() -> None:
+    """Connect the handlers of every searchable model and its galleries."""
+    disconnect_signals()
     for model in searchable_models():
         label = model._meta.label_lower
-        pre_save.connect(
-            refresh_bookkeeping, sender=model, dispatch_uid=f"shop_search.pre:{label}"
-        )
-        post_save.connect(
-            index_on_save, sender=model, dispatch_uid=f"shop_search.post:{label}"
-        )
-        post_delete.connect(
-            forget_on_delete, sender=model, dispatch_uid=f"shop_search.del:{label}"
-        )
+        for signal, handler, name in (
+            (post_save, index_on_save, "post"),
+            (post_delete, forget_on_delete, "del"),
+        ):
+            uid = f"shop_search.{name}:{label}"
+            signal.connect(handler, sender=model, dispatch_uid=uid)
+            _connected.append((signal, model, uid))
+        for gallery, fk, _file in declaration(model).galleries():
+            handler = _gallery_handler(model, fk)
+            for signal, name in ((post_save, "gsave"), (post_delete, "gdel")):
+                uid = f"shop_search.{name}:{label}:{gallery._meta.label_lower}"
+                signal.connect(handler, sender=gallery, dispatch_uid=uid, weak=False)
+                _connected.append((signal, gallery, uid))
 
 
 def disconnect_signals() -> None:
-    for model in searchable_models():
-        label = model._meta.label_lower
-        pre_save.disconnect(sender=model, dispatch_uid=f"shop_search.pre:{label}")
-        post_save.disconnect(sender=model, dispatch_uid=f"shop_search.post:{label}")
-        post_delete.disconnect(sender=model, dispatch_uid=f"shop_search.del:{label}")
+    while _connected:
+        signal, sender, uid = _connected.pop()
+        signal.disconnect(sender=sender, dispatch_uid=uid)

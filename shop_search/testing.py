@@ -25,8 +25,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["TestModels", "build_test_models", "build_test_detector", "DIMENSIONS"]
+__all__ = [
+    "TestModels",
+    "build_test_models",
+    "build_test_detector",
+    "DIMENSIONS",
+    "IndexView",
+    "index_view",
+    "store_vectors",
+]
 
 #: Dimension of the tiny models' vectors; match EmbeddingField(dimensions=...).
 DIMENSIONS = 512
@@ -309,3 +318,107 @@ def build_test_detector(directory: str | Path, *, seed: int = 0) -> str:
     OwlViTForObjectDetection(config).eval().save_pretrained(folder)
     processor.save_pretrained(folder)
     return str(folder)
+
+
+# --- reading and writing the index in tests ------------------------------------
+
+
+@dataclass
+class IndexView:
+    """What shop_search holds for one product, for assertions in tests."""
+
+    status: str
+    vector: Any  # the first image's vector (numpy), or None
+    vectors: dict[str, Any]  # source -> vector
+    image_model: str
+    error: str
+    attempts: int
+    indexed_at: Any
+
+
+def index_view(obj: Any, image_model: str | None = None) -> IndexView:
+    """The index's view of ``obj`` for the serving (or the given) image model."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from .models import ImageVector, serving
+    from .status import entry_for, status_of
+
+    using = obj._state.db or "default"
+    image_model = image_model or serving(using).image_model
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        type(obj), for_concrete_model=False
+    )
+    rows = (
+        ImageVector.objects.using(using)
+        .filter(
+            content_type=content_type, object_pk=str(obj.pk), image_model=image_model
+        )
+        .order_by("position", "pk")
+        .values_list("source", "vector")
+    )
+    import numpy as np
+
+    vectors = {source: np.asarray(vector) for source, vector in rows}
+    entry = entry_for(obj, image_model)
+    return IndexView(
+        status=status_of(obj),
+        vector=next(iter(vectors.values()), None),
+        vectors=vectors,
+        image_model=entry.image_model if entry else "",
+        error=entry.error if entry else "",
+        attempts=entry.attempts if entry else 0,
+        indexed_at=entry.indexed_at if entry else None,
+    )
+
+
+def store_vectors(
+    products: list[Any], vectors: Any, *, image_model: str | None = None
+) -> None:
+    """
+    Write ``vectors`` (one per product) as each product's only image vector,
+    as if indexed, without encoding: for search tests at scale. The products'
+    declared images decide the digest, so their status reads "indexed".
+    """
+    from django.contrib.contenttypes.models import ContentType
+
+    from .encoders import image_model_id
+    from .models import ImageVector, IndexEntry
+    from .registry import declaration, images_digest
+
+    if not products:
+        return
+    model = type(products[0])
+    using = products[0]._state.db or "default"
+    # The configured model (what serves once recorded); reading the serving
+    # one would record the settings of the moment.
+    image_model = image_model or image_model_id()
+    decl = declaration(model)
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        model, for_concrete_model=False
+    )
+    rows, entries = [], []
+    for product, vector in zip(products, vectors, strict=True):
+        sources = decl.image_sources(product)
+        source = sources[0] if sources else None
+        rows.append(
+            ImageVector(
+                content_type=content_type,
+                object_pk=str(product.pk),
+                group_pk=decl.group_key(product),
+                image_model=image_model,
+                source=source.key if source else "image",
+                position=0,
+                fingerprint=source.fingerprint if source else "",
+                vector=vector,
+            )
+        )
+        entries.append(
+            IndexEntry(
+                content_type=content_type,
+                object_pk=str(product.pk),
+                image_model=image_model,
+                digest=images_digest(sources),
+            )
+        )
+    ImageVector.objects.using(using).bulk_create(rows, batch_size=1000)
+    IndexEntry.objects.using(using).bulk_create(entries, batch_size=1000)

@@ -32,7 +32,6 @@ from .documents import WORD, fold
 from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from .filtering import apply_filters
 from .images import load_image
-from .switching import serving
 from .uploads import limit_upload_size
 
 __all__ = ["SearchPageView"]
@@ -137,25 +136,22 @@ class SearchPageView(View):
             return self.render(context)
         try:
             queryset, applied = apply_filters(self.get_queryset(), request.GET)
-            query = search.normalize_query(query)
-            current = serving()
             sort = form.cleaned_data["sort"] or "relevance"
-            page = search.search_text(
+            page = search.text_search(
                 queryset,
                 query,
-                current=current,
+                categories=4,
                 offset=form.cleaned_data["offset"] or 0,
                 sort=sort,
             )
+            query = page.extra["query"]
             chips = [
                 {
                     "category": x.category,
                     "name": categories.display_name(x.category),
                     "probability": x.probability,
                 }
-                for x in categories.for_query(
-                    queryset.model, query, top=4, current=current
-                )
+                for x in page.extra["categories"]
             ]
         except ShopSearchError as exc:
             return self.render_error(context, exc)

@@ -128,8 +128,7 @@ def synthetic_products(
     import numpy as np
 
     from demo_shop.catalog.models import Product
-    from shop_search.encoders import image_model_id
-    from shop_search.models import image_fingerprint
+    from shop_search.testing import store_vectors
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(20, dims))
@@ -137,7 +136,6 @@ def synthetic_products(
         size=(count, dims)
     )
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    model_id = image_model_id()
     name = "products/synthetic.png"
     products = [
         Product(
@@ -147,10 +145,16 @@ def synthetic_products(
             category=category,
             colour="rare" if rare_every and i % rare_every == 0 else "common",
             image=name,
-            search_embedding=vectors[i],
-            search_model=model_id,
-            search_fingerprint=image_fingerprint(name),
         )
         for i in range(count)
     ]
-    return Product.objects.bulk_create(products, batch_size=1000)
+    products = Product.objects.bulk_create(products, batch_size=1000)
+    store_vectors(products, vectors)
+    return products
+
+
+def products_with_vectors() -> int:
+    """How many products have at least one image vector stored."""
+    from shop_search.models import ImageVector
+
+    return ImageVector.objects.values("object_pk").distinct().count()

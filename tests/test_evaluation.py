@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 
 from demo_shop.catalog.models import Product
 from shop_search import evaluation
-from shop_search.models import IndexState, PendingEmbedding, SearchDocument
+from shop_search.models import ImageVector, IndexState, SearchDocument
 from tests import test_lexical
 
 pytestmark = pytest.mark.django_db
@@ -183,7 +183,7 @@ def test_nothing_is_written(demo_catalog, tmp_path):
             Product.objects.count(),
             SearchDocument.objects.count(),
             IndexState.objects.count(),
-            PendingEmbedding.objects.count(),
+            ImageVector.objects.count(),
             list(Product.objects.order_by("pk").values_list("updated_at", flat=True)),
         )
 

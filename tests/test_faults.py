@@ -19,8 +19,9 @@ from django.conf import settings
 from django.db import connection, connections
 
 from demo_shop.catalog.models import Product
-from shop_search.models import IndexStatus
+from shop_search.models import ImageVector, IndexStatus
 from shop_search.signal_handlers import indexing_paused
+from shop_search.testing import index_view
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,21 +47,19 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def write_log():
-    """Counts every vector write per product (a trigger on the product table)."""
+    """Counts every vector write per product (a trigger on shop_search's table)."""
     with connection.cursor() as cursor:
         cursor.execute("""
             CREATE TABLE IF NOT EXISTS vector_writes (pk bigint NOT NULL);
             TRUNCATE vector_writes;
             CREATE OR REPLACE FUNCTION log_vector_write() RETURNS trigger AS $$
             BEGIN
-              IF NEW.search_embedding IS NOT NULL
-                 AND NEW.search_indexed_at IS DISTINCT FROM OLD.search_indexed_at THEN
-                INSERT INTO vector_writes (pk) VALUES (NEW.id);
-              END IF;
+              INSERT INTO vector_writes (pk) VALUES (NEW.object_pk::bigint);
               RETURN NEW;
             END $$ LANGUAGE plpgsql;
-            DROP TRIGGER IF EXISTS count_vector_writes ON catalog_product;
-            CREATE TRIGGER count_vector_writes AFTER UPDATE ON catalog_product
+            DROP TRIGGER IF EXISTS count_vector_writes ON shop_search_imagevector;
+            CREATE TRIGGER count_vector_writes
+              AFTER INSERT OR UPDATE OF vector ON shop_search_imagevector
               FOR EACH ROW EXECUTE FUNCTION log_vector_write();
         """)
 
@@ -79,7 +78,7 @@ def write_log():
     yield counts
     with connections["default"].cursor() as cursor:
         cursor.execute(
-            "DROP TRIGGER IF EXISTS count_vector_writes ON catalog_product; "
+            "DROP TRIGGER IF EXISTS count_vector_writes ON shop_search_imagevector; "
             "DROP TABLE IF EXISTS vector_writes;"
         )
 
@@ -94,7 +93,7 @@ def products(make_product):
 
 def _indexed() -> int:
     connections.close_all()
-    return Product.objects.filter(search_embedding__isnull=False).count()
+    return ImageVector.objects.values("object_pk").distinct().count()
 
 
 def _wait(predicate, timeout: float, step: float = 0.05) -> bool:
@@ -140,7 +139,9 @@ def test_a_killed_reindex_rerun_loses_and_duplicates_nothing(
         f"{duplicated} duplicated vectors\n"
     )
     assert (lost, duplicated) == (0, 0)
-    assert {p.search_status for p in Product.objects.all()} == {IndexStatus.INDEXED}
+    assert {index_view(p).status for p in Product.objects.all()} == {
+        IndexStatus.INDEXED
+    }
 
 
 def _restart_database() -> None:

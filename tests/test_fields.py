@@ -8,6 +8,7 @@ from django.db import connection
 
 from demo_shop.catalog.models import Product
 from shop_search.fields import EmbeddingField, EmbeddingIndex
+from shop_search.models import ImageVector
 
 
 def test_deconstruct_emits_only_non_default_arguments():
@@ -28,12 +29,13 @@ def test_migrated_column_and_hnsw_index():
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = 'catalog_product'::regclass "
-            "AND attname = 'search_embedding'"
+            "WHERE attrelid = 'shop_search_imagevector'::regclass "
+            "AND attname = 'vector'"
         )
         assert cursor.fetchone()[0] == "halfvec(512)"
         cursor.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'catalog_product_emb'"
+            "SELECT indexdef FROM pg_indexes "
+            "WHERE indexname = 'shop_search_vector_hnsw'"
         )
         definition = cursor.fetchone()[0]
     assert "USING hnsw" in definition and "halfvec_ip_ops" in definition
@@ -41,12 +43,12 @@ def test_migrated_column_and_hnsw_index():
 
 @pytest.mark.django_db
 def test_vector_storage_uses_vector_ops():
-    index = EmbeddingIndex(name="x_emb", fields=["search_embedding"])
-    field = Product._meta.get_field("search_embedding")
+    index = EmbeddingIndex(name="x_emb", fields=["vector"])
+    field = ImageVector._meta.get_field("vector")
     field_vector = EmbeddingField(storage="vector")
     assert field.opclass == "halfvec_ip_ops" and field_vector.opclass == "vector_ip_ops"
     with connection.schema_editor(collect_sql=True) as editor:
-        sql = str(index.create_sql(Product, editor))
+        sql = str(index.create_sql(ImageVector, editor))
     assert "halfvec_ip_ops" in sql
 
 

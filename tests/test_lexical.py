@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 
 from demo_shop.catalog.models import Category, Product
-from shop_search.models import IndexState, PendingEmbedding, SearchDocument
+from shop_search.models import ImageVector, IndexEntry, IndexState, SearchDocument
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +31,8 @@ def demo_catalog(django_db_setup, django_db_blocker):
         Category.objects.all().delete()
         SearchDocument.objects.all().delete()
         IndexState.objects.all().delete()
-        PendingEmbedding.objects.all().delete()
+        ImageVector.objects.all().delete()
+        IndexEntry.objects.all().delete()
 
 
 def _sample(products, n):

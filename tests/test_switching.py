@@ -10,9 +10,9 @@ from django.core.management import call_command
 from demo_shop.catalog.models import Product
 from shop_search import search, switching
 from shop_search.indexing import index_objects
-from shop_search.models import IndexState, PendingEmbedding
+from shop_search.models import ImageVector, IndexState
 from shop_search.signal_handlers import indexing_paused
-from shop_search.testing import build_test_models
+from shop_search.testing import build_test_models, index_view
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,20 +43,24 @@ def test_searches_use_the_old_model_until_every_new_vector_exists(
     # Still answering, with old-model vectors only, queried by the old text model.
     page = search.search_text(Product.objects.all(), "rotes Kleid", limit=10)
     assert len(page) == 4
-    assert {hit.object.search_model for hit in page} == {old}
+    assert {index_view(hit.object).image_model for hit in page} == {old}
 
     # A product saved meanwhile is searchable at once (old model) and gets a
     # new-model vector on the side.
     added = make_product(colour="yellow")
-    assert Product.objects.get(pk=added.pk).search_model == old
-    assert PendingEmbedding.objects.filter(object_pk=str(added.pk)).exists()
+    assert index_view(Product.objects.get(pk=added.pk)).image_model == old
+    assert ImageVector.objects.filter(
+        object_pk=str(added.pk), image_model=new.image
+    ).exists()
 
     # Half the catalog done: no switch yet.
     index_objects(Product, [products[0].pk, products[1].pk])
     assert switching.promote([Product]) is None
     assert switching.serving().image_model == old
     page = search.search_text(Product.objects.all(), "rotes Kleid", limit=10)
-    assert {hit.object.search_model for hit in page} == {old} and len(page) == 5
+    assert {index_view(hit.object).image_model for hit in page} == {old} and len(
+        page
+    ) == 5
 
     out = StringIO()
     call_command("shop_search_status", stdout=out)
@@ -67,10 +71,11 @@ def test_searches_use_the_old_model_until_every_new_vector_exists(
     call_command("shop_search_reindex", stdout=out)
     assert "Switched searches" in out.getvalue()
     assert switching.serving() == switching.Serving(new.image, new.text)
-    assert set(Product.objects.values_list("search_model", flat=True)) == {new.image}
-    assert not PendingEmbedding.objects.exists()
+    assert set(ImageVector.objects.values_list("image_model", flat=True)) == {new.image}
     page = search.search_text(Product.objects.all(), "rotes Kleid", limit=10)
-    assert len(page) == 5 and {h.object.search_model for h in page} == {new.image}
+    assert len(page) == 5 and {index_view(h.object).image_model for h in page} == {
+        new.image
+    }
 
 
 def test_the_switched_vectors_are_the_new_models(settings, make_product, old_and_new):
@@ -78,7 +83,7 @@ def test_the_switched_vectors_are_the_new_models(settings, make_product, old_and
     product = make_product()
     _switch_settings(settings, new)
     call_command("shop_search_reindex", verbosity=0)
-    stored = Product.objects.get(pk=product.pk).search_embedding
+    stored = index_view(Product.objects.get(pk=product.pk)).vector
     with product.image.open("rb") as fh:
         expected = search.image_vector(fh.read())  # the serving (new) image model
     assert float(stored @ expected) == pytest.approx(1.0, abs=0.01)
@@ -113,4 +118,4 @@ def test_a_model_that_never_produced_vectors_is_not_kept_serving(
     )
     assert switching.serving().image_model != "clip-never-loaded"
     product = make_product()  # indexed with the configured model at once
-    assert Product.objects.get(pk=product.pk).search_embedding is not None
+    assert index_view(Product.objects.get(pk=product.pk)).vector is not None

@@ -12,6 +12,9 @@ from demo_shop.catalog.models import Product
 from demo_shop.celery import app as celery_app
 from shop_search.models import IndexStatus
 from shop_search.tasks import index_products
+from shop_search.testing import index_view
+
+from .conftest import products_with_vectors
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
@@ -44,21 +47,23 @@ def _wait_for(predicate, timeout=30.0):
 
 def test_saved_products_are_indexed_by_a_worker(worker, make_product):
     products = [make_product(colour=c) for c in ("red", "blue", "green")]
-    assert _wait_for(
-        lambda: Product.objects.filter(search_embedding__isnull=False).count() == 3
-    ), "the worker did not index the products"
+    assert _wait_for(lambda: products_with_vectors() == 3), (
+        "the worker did not index the products"
+    )
     for product in products:
-        assert Product.objects.get(pk=product.pk).search_status == IndexStatus.INDEXED
+        assert (
+            index_view(Product.objects.get(pk=product.pk)).status == IndexStatus.INDEXED
+        )
 
 
 def test_the_task_is_idempotent_and_acknowledged_late(worker, make_product):
     product = make_product()
     assert _wait_for(
-        lambda: Product.objects.get(pk=product.pk).search_embedding is not None
+        lambda: index_view(Product.objects.get(pk=product.pk)).vector is not None
     )
-    first = Product.objects.get(pk=product.pk).search_indexed_at
+    first = index_view(Product.objects.get(pk=product.pk)).indexed_at
     # A duplicate delivery (redelivery after a lost worker) writes nothing.
     result = index_products.apply(args=["catalog.Product", [product.pk]]).get()
     assert result == {"encoded": 0, "failed": 0, "skipped": 1}
-    assert Product.objects.get(pk=product.pk).search_indexed_at == first
+    assert index_view(Product.objects.get(pk=product.pk)).indexed_at == first
     assert index_products.acks_late and index_products.reject_on_worker_lost

@@ -38,10 +38,15 @@ class Product(SearchableProduct):
     colour = models.CharField(max_length=40, blank=True)
     image = models.ImageField(upload_to="products/", blank=True)
     in_stock = models.BooleanField(default=True)
+    #: Unpublished products never reach shoppers (see visible_products).
+    is_published = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    search_image_field = "image"
+    # The main photo, then the gallery's, in display order.
+    search_images = ["image", "gallery__image"]
+    # What shoppers may find, for every search (a dotted path or a callable).
+    search_queryset = "demo_shop.catalog.models.visible_products"
     search_text_fields = ["name", "name_translations", "description"]
     search_name_fields = ["name", "name_translations"]
     search_identifier_fields = ["sku"]
@@ -50,7 +55,6 @@ class Product(SearchableProduct):
     class Meta(SearchableProduct.Meta):
         ordering = ["name"]
         indexes = [
-            *SearchableProduct.Meta.indexes,
             # The API's colour filter (colour__iexact): an index gives the
             # planner statistics, which shop_search uses to rank small
             # filtered sets exactly (EXACT_SCAN_THRESHOLD), and serves them.
@@ -66,3 +70,24 @@ class Product(SearchableProduct):
     def localized_name(self, language: str | None = None) -> str:
         language = (language or get_language() or "en").split("-")[0]
         return self.name_translations.get(language, self.name)
+
+
+class ProductImage(models.Model):
+    """More photos of a product: other angles, other colours of the item."""
+
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, related_name="gallery"
+    )
+    image = models.ImageField(upload_to="gallery/")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.product} #{self.position}"
+
+
+def visible_products(request=None):
+    """What shoppers may find (Product.search_queryset)."""
+    return Product.objects.filter(is_published=True)

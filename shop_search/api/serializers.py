@@ -32,7 +32,9 @@ class ProductSerializer(serializers.Serializer):
 
 def image_url(obj: Any, request: Any = None) -> str | None:
     """Absolute URL of a product's search image, or None."""
-    file = getattr(obj, type(obj).search_image_field, None)
+    from ..registry import declaration
+
+    file = declaration(type(obj)).primary_image(obj)
     if not file:
         return None
     try:

@@ -1,6 +1,12 @@
-from django.db import models
+"""
+A catalog shaped like a shop framework's (django-oscar's, roughly): the
+product model knows nothing of shop_search; images live in a gallery,
+categories are a many-to-many tree, prices and availability live on stock
+records, products have parent/child variants and a published flag.
+It is made searchable in apps.py with the README's snippet.
+"""
 
-from shop_search.models import SearchableProduct
+from django.db import models
 
 
 class Category(models.Model):  # noqa: DJ008 - on purpose
@@ -11,21 +17,35 @@ class Category(models.Model):  # noqa: DJ008 - on purpose
     )
 
 
-class Product(SearchableProduct):
+class Product(models.Model):
     title = models.CharField(max_length=200)
     upc = models.CharField(max_length=64, blank=True)
-    categories = models.ManyToManyField(Category, related_name="products")
-    image = models.ImageField(upload_to="framework/", blank=True)
+    description = models.TextField(blank=True)
+    categories = models.ManyToManyField(Category, related_name="products", blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    is_public = models.BooleanField(default=True)
 
-    search_image_field = "image"
-    search_text_fields = ["title", "upc"]
-    search_category_field = "categories"
-
-    class Meta(SearchableProduct.Meta):
-        pass
+    class Meta:
+        ordering = ["title"]
 
     def __str__(self) -> str:
         return self.title
+
+
+class ProductImage(models.Model):
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, related_name="images"
+    )
+    original = models.ImageField(upload_to="framework/")
+    display_order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["display_order"]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}:{self.display_order}"
 
 
 class StockRecord(models.Model):  # noqa: DJ008
@@ -34,6 +54,15 @@ class StockRecord(models.Model):  # noqa: DJ008
     )
     partner = models.CharField(max_length=50)
     price = models.DecimalField(max_digits=10, decimal_places=2)
+    num_in_stock = models.PositiveIntegerField(default=1)
+
+
+def browsable(request):
+    """What shoppers may find: public products with a price in stock."""
+    return Product.objects.filter(
+        is_public=True,
+        pk__in=StockRecord.objects.filter(num_in_stock__gt=0).values("product"),
+    )
 
 
 def lowest_price(product, request):

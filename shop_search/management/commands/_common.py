@@ -7,16 +7,17 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import CommandError
 
-from shop_search.models import SearchableProduct, searchable_models
+from shop_search.registry import searchable_models
 
 
-def selected_models(labels: list[str] | None) -> list[type[SearchableProduct]]:
+def selected_models(labels: list[str] | None) -> list[type[Any]]:
     """The searchable models named by ``--model app_label.Model`` (all if none)."""
     available = searchable_models()
     if not available:
         raise CommandError(
-            "No searchable models: inherit shop_search.models.SearchableProduct in "
-            "your product model and run makemigrations/migrate."
+            "No searchable models: call shop_search.register('app_label.Model', "
+            "images=[...], ...) from an AppConfig.ready(), or inherit "
+            "shop_search.models.SearchableProduct."
         )
     if not labels:
         return available

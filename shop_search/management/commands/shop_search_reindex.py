@@ -9,6 +9,7 @@ from django.db import InterfaceError, OperationalError, connections
 from shop_search.exceptions import ModelLoadError
 from shop_search.indexing import (
     IndexResult,
+    forget_deleted,
     index_objects,
     next_chunk,
     pending_queryset,
@@ -61,6 +62,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         for model in selected_models(options["model"]):
             self.retrying(self.index_words, model, force, verbosity)
+            self.retrying(forget_deleted, model)
             if force:
                 queryset = model._base_manager.all()
             else:

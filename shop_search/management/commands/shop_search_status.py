@@ -6,8 +6,10 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count
 
+from shop_search.conf import shop_search_settings
 from shop_search.encoders import image_model_id
-from shop_search.models import IndexStatus, SearchDocument, status_q
+from shop_search.models import ImageVector, IndexStatus, SearchDocument
+from shop_search.status import status_filter, with_state
 from shop_search.switching import in_transition, serving, transition_progress
 
 from ._common import selected_models
@@ -54,36 +56,42 @@ class Command(BaseCommand):
             if switching:
                 done, needed = transition_progress(model)
                 self.stdout.write(f"  {'new model vectors':<22}{done:>8} of {needed}")
+            state = with_state(manager.all())
             for status in IndexStatus:
-                count = manager.filter(status_q(model, status)).count()
+                count = state.filter(status_filter(status)).count()
                 self.stdout.write(f"  {status.label:<22}{count:>8}")
-            words = SearchDocument.objects.filter(
-                content_type=ContentType.objects.get_for_model(
-                    model, for_concrete_model=False
-                )
+            content_type = ContentType.objects.get_for_model(
+                model, for_concrete_model=False
             )
+            words = SearchDocument.objects.filter(content_type=content_type)
             with_vector = words.filter(text_model=current.text_model).count()
             self.stdout.write(f"  {'with words':<22}{words.count():>8}")
             self.stdout.write(f"  {'with text vectors':<22}{with_vector:>8}")
             by_model = (
-                manager.filter(search_embedding__isnull=False)
-                .values("search_model")
-                .annotate(n=Count("pk"))
-                .order_by("-n")
+                ImageVector.objects.filter(content_type=content_type)
+                .values("image_model")
+                .annotate(
+                    products=Count("object_pk", distinct=True), images=Count("pk")
+                )
+                .order_by("-products")
             )
-            self.stdout.write("  vectors by model:")
+            self.stdout.write("  vectors by model (products / images):")
             for row in by_model:
-                serving_now = row["search_model"] == current.image_model
-                mark = "" if serving_now else "  (stale: not current)"
-                self.stdout.write(f"    {row['n']:>8}  {row['search_model']}{mark}")
-            failed = manager.filter(
-                status_q(model, IndexStatus.FAILED)
-                | status_q(model, IndexStatus.GIVEN_UP)
+                serving_now = row["image_model"] == current.image_model
+                mark = "" if serving_now else "  (not serving)"
+                self.stdout.write(
+                    f"    {row['products']:>8} / {row['images']:<8}"
+                    f"{row['image_model']}{mark}"
+                )
+            failed = state.filter(
+                status_filter(IndexStatus.FAILED) | status_filter(IndexStatus.GIVEN_UP)
             ).order_by("pk")[: options["failures"]]
             for obj in failed:
+                given_up = obj._ss_attempts >= shop_search_settings.MAX_ATTEMPTS
+                status = IndexStatus.GIVEN_UP if given_up else IndexStatus.FAILED
                 self.stdout.write(
                     self.style.WARNING(
-                        f"  failed pk={obj.pk} ({obj.search_attempts} attempt(s), "
-                        f"{IndexStatus(obj.search_status).label}): {obj.search_error}"
+                        f"  failed pk={obj.pk} ({obj._ss_attempts} attempt(s), "
+                        f"{status.label}): {obj._ss_error}"
                     )
                 )
