@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     # request (or None) and returning a queryset of PRODUCT_MODEL, e.g.
     # published, priced and in the request's channel. None: all products.
     "VISIBLE_PRODUCTS": None,
+    # The database alias searches read from (a streaming replica); None: the
+    # product queryset's own. Writes (indexing) and status stay on the
+    # primary; a just-saved product is found once the replica has replayed it.
+    "READ_DATABASE": None,
     # Drop results whose similarity is below this (None: keep all). CLIP
     # text-to-image similarities of good matches are typically 0.25-0.35.
     "MIN_SCORE": None,

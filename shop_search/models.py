@@ -286,8 +286,15 @@ def serving(using: str = "default", *, max_age: float = 0.0) -> Serving:
 
 
 def _load_serving(using: str) -> Serving:
+    from django.db import router
+
     state = IndexState.objects.using(using).order_by("pk").first()
+    # Recording is a write: on the primary, also when reading from a replica.
+    primary = router.db_for_write(IndexState)
+    if state is None and using != primary:
+        state = IndexState.objects.using(primary).order_by("pk").first()
     if state is None:
+        using = primary
         state, _ = IndexState.objects.using(using).get_or_create(
             pk=1,
             defaults={
@@ -299,7 +306,7 @@ def _load_serving(using: str) -> Serving:
     if state.image_model != target and not _has_vectors(state.image_model, using):
         # Nothing was ever indexed with the recorded model (say, its download
         # failed): there is nothing to keep serving, so adopt the settings.
-        IndexState.objects.using(using).filter(pk=state.pk).update(
+        IndexState.objects.using(primary).filter(pk=state.pk).update(
             image_model=target, text_model=shop_search_settings.TEXT_MODEL
         )
         return Serving(target, shop_search_settings.TEXT_MODEL)

@@ -101,16 +101,22 @@ def visible_products(request: Any = None) -> models.QuerySet:
     (else the ``VISIBLE_PRODUCTS`` setting), else all products of
     :func:`product_model`. Every read starts from this queryset, so one
     declaration hides a product from every search, ``similar`` and the page.
+    With ``READ_DATABASE``, it reads from that database (a replica).
     """
     model = product_model()
     source = declaration(model).queryset
     if source is None and shop_search_settings.VISIBLE_PRODUCTS:
         source = import_from_setting("VISIBLE_PRODUCTS")
     if source is None:
-        return model._default_manager.all()
-    queryset = source(request)
+        queryset = model._default_manager.all()
+    else:
+        queryset = source(request)
     if isinstance(queryset, models.Manager):
         queryset = queryset.all()
+    if shop_search_settings.READ_DATABASE:
+        # Every read below follows queryset.db: the ranking, the words, the
+        # serving models (a replica has replayed them like the rest).
+        queryset = queryset.using(shop_search_settings.READ_DATABASE)
     if getattr(queryset, "model", None) is not model:
         raise ImproperlyConfigured(
             f"The visible products of {model._meta.label} (register(queryset=...) "
