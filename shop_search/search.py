@@ -97,15 +97,16 @@ def product_model() -> type[models.Model]:
 
 def visible_products(request: Any = None) -> models.QuerySet:
     """
-    The products shoppers may find: the declaration's ``queryset(request)``
-    (else the ``VISIBLE_PRODUCTS`` setting), else all products of
+    The products shoppers may find: the ``VISIBLE_PRODUCTS`` setting's
+    ``f(request)``, else the declaration's ``queryset(request)``, else all
+    products of
     :func:`product_model`. Every read starts from this queryset, so one
     declaration hides a product from every search, ``similar`` and the page.
     With ``READ_DATABASE``, it reads from that database (a replica).
     """
     model = product_model()
     source = declaration(model).queryset
-    if source is None and shop_search_settings.VISIBLE_PRODUCTS:
+    if shop_search_settings.VISIBLE_PRODUCTS:  # the site's settings win
         source = import_from_setting("VISIBLE_PRODUCTS")
     if source is None:
         queryset = model._default_manager.all()

@@ -64,6 +64,12 @@ def test_editing_in_the_admin_keeps_the_vector(admin_client, make_product):
             "category": product.category_id,
             "colour": "",
             "in_stock": "on",
+            "is_published": "on",
+            # The gallery inline, left as it is.
+            "gallery-TOTAL_FORMS": "0",
+            "gallery-INITIAL_FORMS": "0",
+            "gallery-MIN_NUM_FORMS": "0",
+            "gallery-MAX_NUM_FORMS": "1000",
         },
     )
     assert response.status_code == 302
