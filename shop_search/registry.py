@@ -154,14 +154,9 @@ class Declaration:
         return [g for g in map(self.gallery, self.images) if g is not None]
 
     def _order(self, gallery: type[models.Model]) -> list[str]:
-        return (
-            [self.image_order]
-            if self.image_order
-            else [
-                *(gallery._meta.ordering or []),
-                "pk",
-            ]
-        )
+        if self.image_order:
+            return [self.image_order]
+        return [*(gallery._meta.ordering or []), "pk"]
 
     def own_images(self, obj: Any) -> list[ImageSource]:
         """The images of ``obj`` itself, in display order."""
@@ -174,8 +169,15 @@ class Declaration:
                     found.append(ImageSource(path, value, len(found)))
                 continue
             model, fk, file_field = gallery
-            rows = model._base_manager.using(obj._state.db).filter(**{fk: obj.pk})
-            for row in rows.order_by(*self._order(model)).only("pk", file_field):
+            relation = path.split("__", 1)[0]
+            prefetched = getattr(obj, "_prefetched_objects_cache", {}).get(relation)
+            order = self._order(model)
+            if prefetched is not None and all(isinstance(o, str) for o in order):
+                rows = _ordered(list(prefetched), order)  # prefetched: no query
+            else:
+                rows = model._base_manager.using(obj._state.db).filter(**{fk: obj.pk})
+                rows = rows.order_by(*order).only("pk", file_field)
+            for row in rows:
                 value = getattr(row, file_field)
                 if value:
                     found.append(ImageSource(f"{path}:{row.pk}", value, len(found)))
@@ -254,6 +256,14 @@ class Declaration:
                 output_field=models.TextField(),
             )
         return MD5(names)
+
+
+def _ordered(rows: list[Any], order: list[str]) -> list[Any]:
+    """``rows`` sorted like ``order_by(*order)`` (fields of the rows)."""
+    for name in reversed(order):
+        attribute = "pk" if name.lstrip("-") == "pk" else name.lstrip("-")
+        rows.sort(key=lambda r: getattr(r, attribute), reverse=name.startswith("-"))
+    return rows
 
 
 def images_digest(sources: list[ImageSource]) -> str:

@@ -330,3 +330,14 @@ def test_the_page_mounts_under_another_prefix_with_the_shops_price_and_url(
     # Links on the page stay under the prefix it is mounted at.
     assert 'href="?q=gown' in html
     assert Decimal("10.00") == min(r.price for r in gown.stockrecords.all())
+
+
+def test_prefetched_galleries_are_read_without_a_query(shop, django_assert_num_queries):
+    from shop_search.registry import declaration
+
+    decl = declaration(Product)
+    expected = [s.name for s in decl.image_sources(Product.objects.get(title="Boots"))]
+    boots = Product.objects.prefetch_related("images").get(title="Boots")
+    with django_assert_num_queries(0):
+        names = [s.name for s in decl.image_sources(boots)]
+    assert names == expected and len(names) == 2
