@@ -130,28 +130,15 @@ def rank_nearest(
     exact = bool(threshold and estimated_rows(queryset) <= threshold)
     ranked: list[tuple[str, float]] = []
     if not exact:
-        # Products with several images (and families of variants) take
-        # several index rows each: ask for more rows until the page is full.
-        depth = wanted * 2
-        while True:
-            sql, params = _ranking_sql(
-                queryset, vector, image_model, depth=depth, exclude_group=exclude_group
-            )
-            with hnsw_cursor(queryset.db) as cursor:
-                cursor.execute(sql + " LIMIT %s", [*params, wanted])
-                ranked = cursor.fetchall()
-            if len(ranked) >= wanted or depth >= 16 * wanted:
-                break
-            depth *= 4
+        ranked, _complete = _families(
+            queryset, vector, image_model, wanted, exact=False, exclude=exclude_group
+        )
         if len(ranked) < wanted and _has_more_candidates(queryset, len(ranked), offset):
             exact = True  # the iterative scan stopped before the page was full
     if exact:
-        sql, params = _ranking_sql(
-            queryset, vector, image_model, depth=None, exclude_group=exclude_group
+        ranked, _complete = _families(
+            queryset, vector, image_model, wanted, exact=True, exclude=exclude_group
         )
-        with hnsw_cursor(queryset.db) as cursor:
-            cursor.execute(sql + " LIMIT %s", [*params, wanted])
-            ranked = cursor.fetchall()
     window = ranked[offset:]
     has_more = len(window) > limit
     rows = queryset.in_bulk(_pks(queryset.model, [key for key, _d in window[:limit]]))
@@ -176,6 +163,42 @@ def rank_nearest(
     return Page(hits=hits, limit=limit, offset=offset, has_more=has_more, exact=exact)
 
 
+def _families(
+    queryset: models.QuerySet,
+    vector: np.ndarray,
+    image_model: str,
+    wanted: int,
+    *,
+    exact: bool,
+    exclude: str | None,
+) -> tuple[list[tuple[str, float]], bool]:
+    """
+    The ``wanted`` best families as ``(object_pk, distance)``. Products with
+    several images (and families of variants) take several vectors each:
+    ask for more vectors until the page is full or none are left. Returns
+    the rows and whether every candidate vector was seen.
+    """
+    depth = wanted * 3
+    while True:
+        sql, params = _ranking_sql(
+            queryset,
+            vector,
+            image_model,
+            depth=depth,
+            exact=exact,
+            exclude_group=exclude,
+        )
+        with hnsw_cursor(queryset.db) as cursor:
+            cursor.execute(sql, [*params, wanted])
+            rows = cursor.fetchall()
+        seen = rows[0][2] if rows else 0
+        ranked = [(key, distance) for key, distance, _seen in rows]
+        exhausted = seen < depth
+        if len(ranked) >= wanted or exhausted or (not exact and depth >= 48 * wanted):
+            return ranked, exhausted
+        depth *= 4
+
+
 def _pks(model: type[models.Model], keys: list[str]) -> list[Any]:
     to_python = model._meta.pk.to_python
     return [to_python(key) for key in keys]
@@ -191,20 +214,21 @@ def _ranking_sql(
     vector: np.ndarray,
     image_model: str,
     *,
-    depth: int | None,
+    depth: int,
+    exact: bool,
     exclude_group: str | None = None,
 ) -> tuple[str, list[Any]]:
     """
-    SQL selecting ``(object_pk, distance)``, best first, one row per family
-    (its best image): the ``depth`` nearest image vectors through the HNSW
-    index, or with ``depth`` None an exact scan of the candidates' vectors.
+    SQL selecting ``(object_pk, distance, vectors seen)``, best first, one
+    row per family (its best image), ``LIMIT %s`` left to the caller: the
+    ``depth`` nearest image vectors through the HNSW index, or with
+    ``exact`` by a top-``depth`` scan of the candidates' vectors.
     """
     using = queryset.db
     content_type = ContentType.objects.db_manager(using).get_for_model(
         queryset.model, for_concrete_model=False
     )
     literal = _vector_literal(vector)
-    params: list[Any] = []
     where = "v.content_type_id = %s AND v.image_model = %s"
     params_where: list[Any] = [content_type.pk, image_model]
     if exclude_group is not None:
@@ -212,22 +236,24 @@ def _ranking_sql(
         params_where.append(exclude_group)
     candidates = ""
     candidate_params: list[Any] = []
-    if queryset.query.where or depth is None:
+    if queryset.query.where or exact:
         compiled, candidate_params = (
             queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
         )
         candidate_params = list(candidate_params)
         pk_type = queryset.model._meta.pk.cast_db_type(connections[using])
         candidates = f"({compiled}) AS c(pk)"
-    if depth is None:
-        # Exact: every vector of the candidates, joined by key; ordering by
-        # an expression the index cannot serve keeps the planner off it.
+    if exact:
+        # Every vector of the candidates, joined by key; ordering by an
+        # expression the index cannot serve keeps the planner off it, and
+        # the LIMIT makes the sort a top-N heap.
         inner = (
-            f"SELECT v.object_pk, v.group_pk, (v.vector <#> %s::halfvec) AS d "
+            "SELECT v.object_pk, v.group_pk, (v.vector <#> %s::halfvec) AS d "
             f"FROM {candidates} JOIN shop_search_imagevector v "
-            f"ON v.object_pk = c.pk::text AND {where}"
+            f"ON v.object_pk = c.pk::text AND {where} "
+            "ORDER BY (v.vector <#> %s::halfvec) * 1.0 LIMIT %s"
         )
-        params = [literal, *candidate_params, *params_where]
+        params = [literal, *candidate_params, *params_where, literal, depth]
     else:
         inner = (
             "SELECT v.object_pk, v.group_pk, (v.vector <#> %s::halfvec) AS d "
@@ -243,9 +269,10 @@ def _ranking_sql(
         inner += " ORDER BY v.vector <#> %s::halfvec LIMIT %s"
         params += [literal, depth]
     sql = (
-        "SELECT object_pk, d FROM (SELECT DISTINCT ON (group_pk) object_pk, d "
-        f"FROM ({inner}) AS i ORDER BY group_pk, d, object_pk) AS best "
-        "ORDER BY d, object_pk"
+        f"WITH i AS MATERIALIZED ({inner}) "
+        "SELECT object_pk, d, (SELECT count(*) FROM i) FROM ("
+        "SELECT DISTINCT ON (group_pk) object_pk, d FROM i "
+        "ORDER BY group_pk, d, object_pk) AS best ORDER BY d, object_pk LIMIT %s"
     )
     return sql, params
 
@@ -289,9 +316,9 @@ def image_channel_sql(
     threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
     exact = bool(threshold and estimated_rows(queryset) <= threshold)
     sql, params = _ranking_sql(
-        queryset, vector, image_model, depth=None if exact else depth * 2
+        queryset, vector, image_model, depth=depth * 3, exact=exact
     )
-    return f"{sql} LIMIT %s", [*params, depth]
+    return f"SELECT object_pk, d FROM ({sql}) AS ranked", [*params, depth]
 
 
 def _cached_page(
