@@ -3,7 +3,9 @@ A generated demo catalog: product images drawn by code, names in five languages.
 
 ``generate_catalog()`` yields category and product dicts; images are PNG bytes
 of a simple drawing of the item (shape per category, colour and pattern per
-product), so the demo needs no downloads.
+product), so the demo needs no downloads. Some products have a gallery of
+more photos (other angles, other colours of the item) and some are
+unpublished, as in a real shop.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -469,16 +472,37 @@ ITEM_NAMES = {
 LANGUAGES = ("de", "fr", "es", "zh")
 
 
-def draw_product(
-    drawer: Callable, colour: tuple[int, int, int], pattern: str, rng: random.Random
+@dataclass(frozen=True)
+class Shot:
+    """How one photo is taken: the pattern's spacing, the backdrop, the camera."""
+
+    step: int
+    background: tuple[int, int, int]
+    angle: float
+    scale: float = 1.0
+    shift: tuple[int, int] = (0, 0)
+    mirrored: bool = False
+
+
+def studio(rng: random.Random) -> Shot:
+    """The main photo's shot (the random draws of the catalog's first version,
+    in the same order, so that ``seed`` still gives the same images)."""
+    step = rng.choice((14, 18, 22))
+    background = tuple(rng.randint(236, 252) for _ in range(3))
+    return Shot(step=step, background=background, angle=rng.uniform(-8, 8))
+
+
+def render(
+    drawer: Callable, colour: tuple[int, int, int], pattern: str, shot: Shot
 ) -> bytes:
-    """PNG bytes of the item drawn by ``drawer``, filled with colour and pattern."""
+    """PNG bytes of the item drawn by ``drawer`` in colour and pattern, as
+    ``shot`` takes it."""
     mask = Image.new("L", (SIZE, SIZE), 0)
     drawer(ImageDraw.Draw(mask), 1.0)
     fill = Image.new("RGB", (SIZE, SIZE), colour)
     paint = ImageDraw.Draw(fill)
     contrast = (255, 255, 255) if sum(colour) < 380 else (30, 30, 30)
-    step = rng.choice((14, 18, 22))
+    step = shot.step
     if pattern == "striped":
         for y in range(0, SIZE, step):
             paint.rectangle([0, y, SIZE, y + step // 3], fill=contrast)
@@ -491,20 +515,86 @@ def draw_product(
             for x in range(0, SIZE, step):
                 if (x // step + y // step) % 2:
                     paint.rectangle([x, y, x + step, y + step], fill=contrast)
-    background = tuple(rng.randint(236, 252) for _ in range(3))
+    background = shot.background
     image = Image.new("RGB", (SIZE, SIZE), background)
     image.paste(fill, (0, 0), mask)
-    angle = rng.uniform(-8, 8)
-    image = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=background)
+    if shot.mirrored:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = image.rotate(
+        shot.angle, resample=Image.Resampling.BICUBIC, fillcolor=background
+    )
+    if shot.scale != 1.0:
+        image = _zoom(image, shot.scale, shot.shift, background)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
 
 
+def _zoom(
+    image: Image.Image,
+    scale: float,
+    shift: tuple[int, int],
+    background: tuple[int, int, int],
+) -> Image.Image:
+    """Closer (scale > 1: a crop) or further away (scale < 1), off centre by
+    ``shift`` pixels."""
+    side = round(SIZE * scale)
+    resized = image.resize((side, side), Image.Resampling.BICUBIC)
+    offset = (SIZE - side) // 2
+    if scale > 1:
+        left = max(0, min(side - SIZE, -offset + shift[0]))
+        top = max(0, min(side - SIZE, -offset + shift[1]))
+        return resized.crop((left, top, left + SIZE, top + SIZE))
+    canvas = Image.new("RGB", (SIZE, SIZE), background)
+    canvas.paste(resized, (offset + shift[0], offset + shift[1]))
+    return canvas
+
+
+#: Products with a gallery: two per category, at these positions (pattern * 4
+#: + colour) shifted by the category, so that the galleries cover every
+#: pattern and many colours.
+GALLERY_AT = (3, 11)
+
+#: Products that shoppers may not see: every 24th, from the 12th on (10 of 240,
+#: over 10 categories; two of them have a gallery). Never an even position,
+#: a multiple of 3 or one of the first eight, which tests take as examples
+#: of products that shoppers find.
+UNPUBLISHED_EVERY, UNPUBLISHED_FROM = 24, 11
+
+
+def gallery_shots(
+    main: Shot, colour: str, count: int, rng: random.Random
+) -> list[tuple[str, Shot]]:
+    """
+    ``count`` more photos of one item: other angles (turned, mirrored, closer
+    or further away) and the same item in other colours. Returns
+    ``(colour name, shot)`` pairs; the first is always another angle.
+    """
+    others = [name for name in COLOURS if name != colour]
+    shots = []
+    for position in range(count):
+        turned = rng.choice((-1, 1)) * rng.uniform(14, 32)
+        shot = replace(
+            main,
+            angle=main.angle + turned,
+            scale=rng.choice((rng.uniform(0.7, 0.85), rng.uniform(1.15, 1.35))),
+            shift=(rng.randint(-18, 18), rng.randint(-18, 18)),
+            mirrored=position == 2,
+        )
+        # Even positions: another angle; odd ones: another colour of the item.
+        name = colour if position % 2 == 0 else rng.choice(others)
+        shots.append((name, shot))
+    return shots
+
+
 def generate_catalog(seed: int = 42) -> Iterator[dict[str, Any]]:
     """
-    Yield ``{"category": {...}, "product": {...}, "image": bytes}`` for each of
-    the demo products: every category in 4 patterns x 4 colours (240 products).
+    Yield ``{"category": {...}, "product": {...}, "image": bytes, "gallery":
+    [bytes, ...], "published": bool}`` for each of the demo products: every
+    category in 4 patterns x 4 colours (240 products). Two products per
+    category have a gallery of 2 to 4 more photos (other angles, other
+    colours); 10 products are unpublished. The same ``seed`` gives the same
+    catalog, byte for byte.
     """
     rng = random.Random(seed)
     colour_names = list(COLOURS)
@@ -531,6 +621,19 @@ def generate_catalog(seed: int = 42) -> Iterator[dict[str, Any]]:
                 names["zh"] = f"{colour_i18n['zh']}{pattern_i18n['zh']}{noun['zh']}"
                 price = Decimal(rng.randint(low * 100, high * 100)) / 100
                 sku = f"DEMO-{cat_index:02d}{pat_index}{k}"
+                in_stock = rng.random() > 0.15
+                shot = studio(rng)
+                gallery = []
+                at = pat_index * 4 + k
+                if at in {(cat_index * 5 + g) % 16 for g in GALLERY_AT}:
+                    # Its own generator: galleries never change the main photos.
+                    own = random.Random(f"{seed}:{sku}")
+                    count = 2 + (cat_index + at) % 3
+                    gallery = [
+                        render(drawer, COLOURS[name][0], pattern, other)
+                        for name, other in gallery_shots(shot, colour, count, own)
+                    ]
+                index = cat_index * 16 + at
                 yield {
                     "category": category,
                     "product": {
@@ -542,7 +645,9 @@ def generate_catalog(seed: int = 42) -> Iterator[dict[str, Any]]:
                         ),
                         "price": price,
                         "colour": colour,
-                        "in_stock": rng.random() > 0.15,
+                        "in_stock": in_stock,
                     },
-                    "image": draw_product(drawer, rgb, pattern, rng),
+                    "image": render(drawer, rgb, pattern, shot),
+                    "gallery": gallery,
+                    "published": index % UNPUBLISHED_EVERY != UNPUBLISHED_FROM,
                 }

@@ -96,6 +96,14 @@ class Command(BaseCommand):
             return
         from tqdm import tqdm
 
+        counts = {"photos": 0, "hidden": 0}
+
+        def counted(items):
+            for item in items:
+                counts["photos"] += len(item["gallery"])
+                counts["hidden"] += not item["published"]
+                yield item
+
         with tqdm(
             total=240,
             desc="Drawing demo catalog",
@@ -103,5 +111,10 @@ class Command(BaseCommand):
             file=self.stdout,
             mininterval=0.5,
         ) as bar:
-            created, _ = load_items(generate_catalog(), progress=bar.update)
-        self.stdout.write(self.style.SUCCESS(f"Loaded {created} demo products."))
+            created, _ = load_items(counted(generate_catalog()), progress=bar.update)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Loaded {created} demo products with {counts['photos']} gallery "
+                f"photos; {counts['hidden']} are unpublished (hidden from shoppers)."
+            )
+        )
