@@ -12,27 +12,69 @@ from django.db import models
 from . import lexical
 from .conf import shop_search_settings
 
-__all__ = ["fuse", "by_family", "count", "facets", "pks"]
+__all__ = ["depth_for", "fuse", "by_family", "count", "facets", "pks"]
+
+
+def depth_for(wanted: int) -> int:
+    """
+    How deep each channel is ranked for a page ending at ``wanted``:
+    ``CHANNEL_DEPTH`` doubled until it covers the page (at most
+    ``COUNT_CAP``). Depths come in these few tiers so that every page of a
+    search is cut from the same ranking (see :func:`fuse`).
+    """
+    base = max(1, int(shop_search_settings.CHANNEL_DEPTH))
+    cap = max(base, int(shop_search_settings.COUNT_CAP))
+    depth = base
+    while depth < wanted and depth < cap:
+        depth *= 2
+    return min(depth, cap)
+
+
+def _tier(rank: int, base: int) -> int:
+    """0 for ranks within ``base``, then 1, 2... per doubling of the depth."""
+    tier = 0
+    while rank > base << tier:
+        tier += 1
+    return tier
 
 
 def fuse(
     channels: lexical.Channels, floors: tuple[float, float]
 ) -> dict[str, tuple[float, list[str]]]:
-    """``{key: (fused score, matched channels)}``; image and meaning hits
-    count as matched only above their noise floors."""
+    """
+    ``{key: (fused score, matched channels)}``, best first; image and
+    meaning hits count as matched only above their noise floors.
+
+    Reciprocal rank fusion over lists cut at one depth would rank a product
+    differently at another depth (a rank past the first cut adds to its
+    score), so pages fetched at different depths would repeat and skip
+    products. So a product's place is fixed by the shallowest depth tier
+    (:func:`depth_for`) at which any channel has it, and its score counts
+    only the ranks within that tier: the same at every depth that reaches it.
+    """
     weights = shop_search_settings.CHANNEL_WEIGHTS
     k = float(shop_search_settings.RRF_K)
+    base = max(1, int(shop_search_settings.CHANNEL_DEPTH))
     image_floor, meaning_floor = floors
-    fused: dict[str, tuple[float, list[str]]] = {}
+    ranks: dict[str, list[tuple[str, int, bool]]] = {}
     for channel, hits in channels.hits.items():
-        weight = float(weights.get(channel, 1.0))
         floor = {"image": image_floor, "meaning": meaning_floor}.get(channel)
         for position, (key, score) in enumerate(hits, start=1):
-            total, matched = fused.get(key, (0.0, []))
-            if floor is None or score > floor:
-                matched = [*matched, channel]
-            fused[key] = (total + weight / (k + position), matched)
-    return fused
+            above = floor is None or score > floor
+            ranks.setdefault(key, []).append((channel, position, above))
+    scored = []
+    for key, found in ranks.items():
+        tier = min(_tier(position, base) for _c, position, _a in found)
+        reach = base << tier
+        total = sum(
+            float(weights.get(channel, 1.0)) / (k + position)
+            for channel, position, _above in found
+            if position <= reach
+        )
+        matched = [channel for channel, _p, above in found if above]
+        scored.append((tier, -total, key, matched))
+    scored.sort()
+    return {key: (-negative, matched) for _t, negative, key, matched in scored}
 
 
 def by_family(
@@ -54,7 +96,7 @@ def by_family(
         ).values_list("pk", parent)
     }
     members: dict[str, list[str]] = {}
-    for key in sorted(fused, key=lambda k: -fused[k][0]):
+    for key in fused:  # best first
         members.setdefault(families.get(key, key), []).append(key)
     result: dict[str, tuple[float, list[str]]] = {}
     for keys in members.values():

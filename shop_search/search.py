@@ -243,7 +243,7 @@ def _search_text(
     facets: bool,
 ) -> Page:
     sorts = shop_search_settings.SORTS
-    depth = max(int(shop_search_settings.CHANNEL_DEPTH), offset + limit + 1)
+    depth = fusion.depth_for(offset + limit + 1)
     if sort != "relevance":
         depth = max(depth, int(shop_search_settings.COUNT_CAP))
     # Every channel, the image one included, in one statement.
@@ -278,7 +278,7 @@ def _search_text(
         )
         hits = [Hit(row, *fused[str(row.pk)]) for row in rows]
     else:
-        order = sorted(fused, key=lambda key: -fused[key][0])
+        order = list(fused)  # best first
         window = order[offset : offset + limit + 1]
         fetched = queryset.in_bulk(fusion.pks(queryset.model, window))
         objects = {str(pk): obj for pk, obj in fetched.items()}

@@ -321,12 +321,6 @@ def test_the_admin_shows_galleries_and_publication(admin_client, demo_catalog):
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason="shop_search bug: pages of a text search on the demo repeat products "
-    "(and so leave others out) once the catalog is larger than the fused "
-    "candidate pools",
-)
 def test_paging_through_a_search_shows_each_product_once(client, demo_catalog):
     for query in ("red dress", "striped", "DEMO"):
         ids = _every_id(client, "/api/search/", q=query)
