@@ -61,7 +61,7 @@ PHASES = [
         "parse (parameter serializer)",
         "shop_search.api.views:s.TextSearchParamsSerializer.is_valid",
     ),
-    ("serving models lookup", "shop_search.api.views:serving"),
+    ("serving models lookup", "shop_search.api.views:read_cache.serving"),
     (
         "candidate queryset (visibility, filters)",
         "shop_search.api.views:_SearchView.filtered_queryset",
