@@ -282,9 +282,10 @@ def serve_and_load(args: argparse.Namespace, precision: str) -> list[dict]:
                 time.sleep(0.5)
         else:
             raise SystemExit(f"The server did not answer; see {log_path}")
-        # Every process loads its models at start (wsgi.py calls warm_up()):
-        # wait for all of them, so that no run measures a model loading.
-        run(args.port, args.clients, 2.0, unique=True, start=10**8)
+        # Every process loads its models at start (wsgi.py calls warm_up())
+        # and measures the noise floors on its first search (two dozen
+        # queries): let all of them do so before anything is measured.
+        run(args.port, args.clients, max(3.0, args.seconds / 4), True, 10**8)
         results = []
         for number, (_label, clients, unique) in enumerate(RUNS):
             results.append(
