@@ -151,7 +151,10 @@ def main() -> None:
     from django.core.management import call_command
 
     if not args.catalog:
-        drop_synthetic()  # the demo catalog alone
+        # The demo catalog alone, whatever search_scale.py left (the tables
+        # first: on a new database nothing has created them yet).
+        call_command("migrate", verbosity=0)
+        drop_synthetic()
     call_command("demo", "--no-serve", verbosity=0)
     from django.db import connection
     from search_scale import load_rows
