@@ -5,8 +5,14 @@ Latency of the storefront API on the demo catalog, in-process through DRF
     .venv/bin/python bench/api_latency.py --size full --queries 100
 
 ``--size full`` uses the real architectures (CLIP ViT-B/32, 6-layer DistilBERT)
-with random weights: speed does not depend on trained weights. Writes the
-section "API latency (demo catalog)" of BENCHMARKS.md.
+with random weights: speed does not depend on trained weights. ``--catalog N``
+adds N synthetic products (see search_scale.py; 0, the default, drops them).
+
+Besides the client's wall time per request, it reports the server time of a
+text query whose vector is cached (Django's ``get_response``: middleware,
+DRF, search, serialization, rendering; the test client's own work left out),
+and where that time goes, phase by phase. Writes the section "API latency
+(demo catalog)" of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -14,8 +20,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from _setup import configure, drop_synthetic, machine, percentiles, write_section
+from _setup import (
+    build_index,
+    configure,
+    drop_synthetic,
+    machine,
+    percentiles,
+    write_section,
+)
 
 MODELS = {
     "full": "real architectures, random weights",
@@ -35,12 +52,129 @@ QUERIES = [
     "gelbe Lampe",
 ]
 
+#: (label, "module:attribute") of the phases of a text search, in the order a
+#: request meets them. A phase's time includes the phases it calls; those are
+#: subtracted so that each row is its own share. A name that a refactoring
+#: removed is skipped (the row says n/a), so the benchmark keeps running;
+#: ``a|b`` names alternatives (before and after a change).
+PHASES = [
+    (
+        "parse (parameter serializer)",
+        "shop_search.api.views:s.TextSearchParamsSerializer.is_valid",
+    ),
+    (
+        "serving models lookup",
+        "shop_search.api.views:read_cache.serving|shop_search.api.views:serving",
+    ),
+    (
+        "candidate queryset (visibility, filters)",
+        "shop_search.api.views:_SearchView.filtered_queryset",
+    ),
+    ("row estimate (exact scan or index?)", "shop_search.ranking:estimated_rows"),
+    ("image channel SQL (built)", "shop_search.search:image_channel_sql"),
+    ("ranking SQL (every channel, one statement)", "shop_search.lexical:rank"),
+    ("noise floors (cached)", "shop_search.calibration:noise_floors"),
+    ("object fetch (in_bulk)", "django.db.models.query:QuerySet.in_bulk"),
+    ("category suggestions", "shop_search.api.views:categories_module.for_query"),
+    ("related objects (prefetch)", "shop_search.api.views:prefetch_related_objects"),
+    (
+        "serialize (PRODUCT_SERIALIZER)",
+        "shop_search.api.views:_SearchView.serialize_hits",
+    ),
+    ("render JSON", "rest_framework.renderers:JSONRenderer.render"),
+]
+
+
+def _resolve(paths: str) -> tuple[Any, str] | None:
+    """The object holding the attribute ``paths`` names (the first of its
+    ``|``-separated alternatives that exists), and its name."""
+    import importlib
+
+    path, _, others = paths.partition("|")
+    module_name, dotted = path.split(":")
+    owner: Any = importlib.import_module(module_name)
+    *parents, name = dotted.split(".")
+    try:
+        for part in parents:
+            owner = getattr(owner, part)
+        getattr(owner, name)
+    except AttributeError:
+        return _resolve(others) if others else None
+    return owner, name
+
+
+@contextmanager
+def timed_phases(totals: Counter) -> Iterator[set[str]]:
+    """Wrap each of :data:`PHASES` with a timer adding its own time (less
+    the timed phases it calls) to ``totals``; yields the labels found."""
+    stack: list[float] = []  # time spent in nested phases, per open phase
+    patched: list[tuple[Any, str, Any]] = []
+    found: set[str] = set()
+
+    def wrap(label: str, function: Callable) -> Callable:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            stack.append(0.0)
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - started
+                inner = stack.pop()
+                totals[label] += elapsed - inner
+                if stack:
+                    stack[-1] += elapsed
+
+        return timed
+
+    for label, path in PHASES:
+        resolved = _resolve(path)
+        if resolved is None:
+            continue
+        owner, name = resolved
+        own = name in vars(owner)  # else inherited: delete the wrapper after
+        patched.append((owner, name, vars(owner)[name] if own else None))
+        setattr(owner, name, wrap(label, getattr(owner, name)))
+        found.add(label)
+    try:
+        yield found
+    finally:
+        for owner, name, original in reversed(patched):
+            if original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+
+def server_times(client: Any, query: str, runs: int) -> list[float]:
+    """Seconds in Django's ``get_response`` for ``runs`` GETs of ``query``."""
+    handler = client.handler
+    samples: list[float] = []
+    original = handler.get_response
+
+    def get_response(request: Any) -> Any:
+        started = time.perf_counter()
+        response = original(request)
+        samples.append(time.perf_counter() - started)
+        return response
+
+    handler.get_response = get_response
+    try:
+        for _ in range(runs):
+            response = client.get("/api/search/", {"q": query})
+            assert response.status_code == 200, response.content[:300]
+    finally:
+        del handler.get_response
+    return samples
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    parser.add_argument(
+        "--catalog", type=int, default=0, help="synthetic products to add"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     import os
@@ -67,9 +201,26 @@ def main() -> None:
     from demo_shop.catalog.models import Product
     from shop_search import search
 
-    drop_synthetic()  # the demo catalog alone, whatever search_scale.py left
     started = time.perf_counter()
-    call_command("demo", "--no-serve", verbosity=0)
+    if args.catalog:
+        call_command("demo", "--no-serve", verbosity=0)
+        from django.db import connection
+        from search_scale import load_rows
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM catalog_product WHERE sku LIKE 'SCALE-%%'"
+            )
+            synthetic = cursor.fetchone()[0]
+        if synthetic != args.catalog:
+            load_rows(args.catalog)
+            build_index()
+    else:
+        # The demo catalog alone, whatever search_scale.py left (the tables
+        # first: on a new database nothing has created them yet).
+        call_command("migrate", verbosity=0)
+        drop_synthetic()
+        call_command("demo", "--no-serve", verbosity=0)
     setup = time.perf_counter() - started
     # As the demo's wsgi.py does at start: both models loaded and run once.
     from shop_search.switching import warm_up
@@ -95,6 +246,12 @@ def main() -> None:
         timed(lambda: client.get("/api/search/", {"q": "rotes Kleid"}))
         for _ in range(args.queries)
     ]
+    # The request's own cost: the query vector is cached, so no model runs.
+    server = server_times(client, "rotes Kleid", args.queries)
+    phases: Counter = Counter()
+    phase_runs = max(args.queries, 20)
+    with timed_phases(phases) as found:
+        phase_total = sum(server_times(client, "rotes Kleid", phase_runs))
     images = [p.image.read() for p in Product.objects.order_by("pk")[:20]]
     image_runs = []
     for i in range(max(10, args.queries // 4)):
@@ -125,17 +282,20 @@ def main() -> None:
     rows = [
         ("text query, encoded (cache miss)", cold),
         ("text query, repeated (cache hit)", warm),
+        ("text query, vector cached: server time (get_response)", server),
         ("image query (PNG upload, 256 px)", image_runs),
         ("shop the look (detector + per-item search)", look_runs),
     ]
     lines = [
         f"Machine: {machine()}. Models: `{args.size}` ({MODELS[args.size]}), "
         f"precision {args.precision}. Result cache off (every request searches). "
-        f"Catalog: {Product.objects.count()} demo products. Set-up (migrate, "
+        f"Catalog: {Product.objects.count()} products. Set-up (migrate, "
         f"load, index) took {setup:.1f} s.",
         "",
         "Command: `.venv/bin/python bench/api_latency.py --size "
-        f"{args.size} --queries {args.queries} --precision {args.precision}`",
+        f"{args.size} --queries {args.queries} --precision {args.precision}"
+        + (f" --catalog {args.catalog}" if args.catalog else "")
+        + "`",
         "",
         "| request | n | p50 ms | p99 ms |",
         "| --- | ---: | ---: | ---: |",
@@ -143,6 +303,27 @@ def main() -> None:
     for name, samples in rows:
         p50, p99 = percentiles(samples)
         lines.append(f"| {name} | {len(samples)} | {p50:.1f} | {p99:.1f} |")
+    lines += [
+        "",
+        f"Where the server time of a text query with its vector cached goes "
+        f"(mean of {phase_runs} requests, each phase without the phases it "
+        f"calls; timers add a little):",
+        "",
+        "| phase | mean ms |",
+        "| --- | ---: |",
+    ]
+    accounted = 0.0
+    for label, _path in PHASES:
+        if label not in found:
+            lines.append(f"| {label} | n/a |")
+            continue
+        accounted += phases[label]
+        lines.append(f"| {label} | {phases[label] / phase_runs * 1000:.2f} |")
+    rest = (phase_total - accounted) / phase_runs * 1000
+    lines += [
+        f"| the rest (middleware, DRF dispatch, throttle, glue) | {rest:.2f} |",
+        f"| **server time** | **{phase_total / phase_runs * 1000:.2f}** |",
+    ]
     report = "\n".join(lines)
     sys.stdout.write(report + "\n")
     if not args.no_write:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from django.db import models, transaction
 
+from . import read_cache
 from .conf import shop_search_settings
 from .exceptions import ShopSearchError
 from .registry import declaration
@@ -222,7 +223,12 @@ def classify(
     """
     if not categories:
         return []
-    matrix = category_matrix(categories, encoder)
+    return _ranked(vector, categories, category_matrix(categories, encoder))
+
+
+def _ranked(
+    vector: np.ndarray, categories: list[Any], matrix: np.ndarray
+) -> list[Suggestion]:
     logits = matrix @ vector * shop_search_settings.CATEGORY_LOGIT_SCALE
     logits = logits - logits.max()
     probabilities = np.exp(logits)
@@ -234,12 +240,47 @@ def classify(
 def for_query(
     model: type[models.Model], query: str, *, top: int, current: Any = None
 ) -> list[Suggestion]:
-    """The ``top`` categories a (normalised) text query most likely means."""
+    """The ``top`` categories a (normalised) text query most likely means.
+    For the request path: the categories and their vectors come from a
+    per-process cache (see :mod:`shop_search.read_cache`)."""
     if not declaration(model).categories:
         return []
-    current = current or serving()
-    vector = text_vector(query, current.text_encoder)
-    return classify(vector, all_categories(model), current.text_encoder)[:top]
+    current = current or read_cache.serving()
+    encoder = current.text_encoder
+    vector = text_vector(query, encoder)
+    categories, matrix = _categories_and_matrix(model, encoder)
+    if not categories:
+        return []
+    return _ranked(vector, categories, matrix)[:top]
+
+
+#: How long a process may suggest categories as it read them: a category
+#: changed in another process shows within that time (in this one, at once).
+CATEGORY_SECONDS = 60.0
+_per_model = read_cache.ReadCache(CATEGORY_SECONDS, size=64)
+
+
+def _categories_and_matrix(
+    model: type[models.Model], encoder: Any
+) -> tuple[list[Any], np.ndarray | None]:
+    """``all_categories(model)`` and their matrix, without a query or a hash
+    of every name per request (see :mod:`shop_search.read_cache`)."""
+    related = category_model(model)
+    _per_model.clear_on_change(related)
+    using = related._default_manager.db
+
+    def read() -> tuple[list[Any], np.ndarray | None]:
+        categories = all_categories(model)
+        matrix = category_matrix(categories, encoder) if categories else None
+        return categories, matrix
+
+    key = (
+        model._meta.label,
+        using,
+        encoder.model_id,
+        repr(shop_search_settings.CATEGORY_PROMPTS),
+    )
+    return _per_model.get(key, read, using)
 
 
 def all_categories(model: type[models.Model]) -> list[Any]:

@@ -3,13 +3,14 @@ A short-lived cache of rankings, so that a repeated search (the same query,
 filters and page) skips the nearest-neighbour query.
 
 What is cached is the ranking only: product keys and scores, never a
-serialized response. The key is the final SQL of the candidate queryset
-(with its parameters), the query vector and the ranking settings, so a
-result computed for one queryset is never served for another: a view that
-restricts products per user, channel or stock gets a different key for each
-restriction, whatever way it builds the queryset. The products themselves
-are fetched again through that same queryset on every request, and
-serialized for the request at hand (its user, language and serializer).
+serialized response. The key is the database (host, port and name), the
+final SQL of the candidate queryset (with its parameters), the query vector
+and the ranking settings, so a result computed for one queryset is never
+served for another: a view that restricts products per user, channel or
+stock gets a different key for each restriction, whatever way it builds the
+queryset. The products themselves are fetched again through that same
+queryset on every request, and serialized for the request at hand (its
+user, language and serializer).
 
 ``SHOP_SEARCH['RESULT_CACHE_SECONDS']`` (0 turns it off) bounds how long a
 product change can take to show in a repeated query; the cache lives in
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from django.core.cache import caches
-from django.db import models
+from django.db import connections, models
 
 from .conf import shop_search_settings
 
@@ -37,10 +38,17 @@ def ranking_key(
     if not shop_search_settings.RESULT_CACHE_SECONDS or queryset.query.is_empty():
         return None
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    database = connections[queryset.db].settings_dict
     digest = hashlib.sha256()
     digest.update(
         repr(
             (
+                # The database itself, not only its alias: sites (or staging
+                # and production) sharing one Redis have the same aliases,
+                # SQL and primary keys, and must not share rankings.
+                database.get("HOST"),
+                database.get("PORT"),
+                database.get("NAME"),
                 queryset.db,
                 sql,
                 params,

@@ -207,8 +207,11 @@ def text_search(
     most likely means (:class:`~shop_search.categories.Suggestion`).
     """
     from .categories import for_query
+    from .read_cache import serving as cached_serving
 
-    current = serving(queryset.db)
+    # The serving models change only on a promotion: read them from the
+    # per-process cache (shop_search.read_cache), not once per request.
+    current = cached_serving(queryset.db)
     query = normalize_query(query)
     page = search_text(queryset, query, current=current, **options)
     page.extra["query"] = query

@@ -200,3 +200,36 @@ def test_a_category_that_does_not_exist_finds_nothing_without_error(client, cata
     assert response.status_code == 200
     body = response.json()
     assert body["results"] == [] and body["count"] == 0 and body["facets"] == []
+
+
+def _queries(call) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        call()
+    return len(queries.captured_queries)
+
+
+def test_a_longer_page_of_results_costs_no_more_queries(client, catalog):
+    # The category each product shows comes with the products themselves,
+    # whatever the number of results.
+    def page(limit):
+        body = client.get("/api/search/", {"q": "dress", "limit": limit}).json()
+        assert len(body["results"]) == limit
+        assert all(r["product"]["category"] for r in body["results"])
+
+    client.get("/api/search/", {"q": "shoe"})  # per-process caches filled
+    assert _queries(lambda: page(2)) == _queries(lambda: page(20))
+
+
+def test_serializer_lookups_join_foreign_keys_only_where_they_are_loaded():
+    from shop_search.api.views import _joined
+
+    products = Product.objects.all()
+    assert _joined(products, ("category",)).query.select_related == {"category": {}}
+    # Not loaded by only(): left to the serializer's prefetch.
+    assert not _joined(products.only("name"), ("category",)).query.select_related
+    assert not _joined(products.defer("category"), ("category",)).query.select_related
+    # Neither a field that is no relation nor an unknown name is joined.
+    assert not _joined(products, ("name", "nothing__here")).query.select_related

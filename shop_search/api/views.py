@@ -9,12 +9,14 @@ import logging
 from typing import Any
 
 from django.core.exceptions import (
+    FieldDoesNotExist,
     RequestDataTooBig,
     TooManyFieldsSent,
     TooManyFilesSent,
 )
 from django.db import OperationalError
 from django.db.models import prefetch_related_objects
+from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import (
@@ -41,7 +43,7 @@ from .. import search, throttling
 from ..conf import import_from_setting
 from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
 from ..filtering import FilterError, apply_filters, filter_params
-from ..switching import serving
+from ..registry import declaration
 from ..uploads import limit_upload_size
 from . import serializers as s
 from .parsers import SafeJSONParser
@@ -169,15 +171,28 @@ class _SearchView(APIView):
 
     def filtered_queryset(self, params: Any):
         queryset, _applied = apply_filters(self.get_queryset(), params)
-        return queryset
+        return _joined(queryset, self._serializer_lookups())
+
+    def _serializer_lookups(self) -> tuple[Any, ...]:
+        serializer_class = import_from_setting("PRODUCT_SERIALIZER")
+        lookups = list(getattr(serializer_class, "prefetch_related", ()))
+        # The result card's image comes from the first gallery image: one
+        # query for the page's galleries, not one per product.
+        declared = declaration(search.product_model())
+        for path in declared.images:
+            relation = path.split(LOOKUP_SEP, 1)[0]
+            if declared.gallery(path) is not None and relation not in lookups:
+                lookups.append(relation)
+        return tuple(lookups)
 
     def serialize_hits(self, page: search.Page) -> list[dict[str, Any]]:
         serializer_class = import_from_setting("PRODUCT_SERIALIZER")
         context = {"request": self.request, "view": self}
         objects = [hit.object for hit in page]
         # Related objects the serializer shows (a category name, say), fetched
-        # in one query per relation instead of one per product.
-        lookups = getattr(serializer_class, "prefetch_related", ())
+        # in one query per relation instead of one per product (none for
+        # those the results' query already joined, see _joined).
+        lookups = self._serializer_lookups()
         if lookups and objects:
             prefetch_related_objects(objects, *lookups)
         products = serializer_class(objects, many=True, context=context).data
@@ -193,6 +208,37 @@ class _SearchView(APIView):
             "offset": page.offset,
             "next_offset": page.offset + page.limit if page.has_more else None,
         }
+
+
+def _joined(queryset: Any, lookups: tuple[Any, ...]) -> Any:
+    """
+    ``queryset`` with ``select_related`` for each of the serializer's
+    ``prefetch_related`` lookups that follows only foreign keys (a product's
+    category): the results then arrive with them in the same query, where a
+    prefetch would cost a round trip. Other lookups (many-to-many, reverse,
+    ``Prefetch`` objects) stay prefetched; so do fields ``defer``/``only``
+    left out of the queryset.
+    """
+    deferred, defer = queryset.query.deferred_loading
+    joined = []
+    for lookup in lookups:
+        if not isinstance(lookup, str):
+            continue
+        first = lookup.split(LOOKUP_SEP, 1)[0]
+        if (first in deferred) == defer:
+            continue
+        model = queryset.model
+        for part in lookup.split(LOOKUP_SEP):
+            try:
+                field = model._meta.get_field(part)
+            except FieldDoesNotExist:
+                break
+            if not (field.concrete and (field.many_to_one or field.one_to_one)):
+                break
+            model = field.related_model
+        else:
+            joined.append(lookup)
+    return queryset.select_related(*joined) if joined else queryset
 
 
 def _category_data(suggestion: categories_module.Suggestion) -> dict[str, Any]:
@@ -249,13 +295,10 @@ class TextSearchView(_SearchView):
         params = s.TextSearchParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        query = search.normalize_query(data["q"])
-        current = serving()
-        queryset = self.filtered_queryset(request.query_params)
-        page = search.search_text(
-            queryset,
-            query,
-            current=current,
+        page = search.text_search(
+            self.filtered_queryset(request.query_params),
+            data["q"],
+            categories=3,
             limit=data.get("limit"),
             offset=data["offset"],
             sort=data["sort"],
@@ -268,12 +311,7 @@ class TextSearchView(_SearchView):
         if data["facets"]:
             body["facets"] = page.extra["facets"]
         # The categories the query most likely means ("search in Dresses").
-        body["categories"] = [
-            _category_data(x)
-            for x in categories_module.for_query(
-                queryset.model, query, top=3, current=current
-            )
-        ]
+        body["categories"] = [_category_data(x) for x in page.extra["categories"]]
         return Response(body)
 
 
