@@ -53,10 +53,13 @@ class IndexResult:
     failed: int = 0
     skipped: int = 0
     cleared: int = 0
+    #: Image vectors written (encoded, or copied from the same file).
+    images: int = 0
     encoded_pks: list[Any] = field(default_factory=list)
 
     def __iadd__(self, other: IndexResult) -> IndexResult:
         self.encoded += other.encoded
+        self.images += other.images
         self.failed += other.failed
         self.skipped += other.skipped
         self.cleared += other.cleared
@@ -342,6 +345,7 @@ def _finish(model: type[models.Model], batch: _Batch) -> IndexResult:
                 outcome.setdefault(key, "skipped")
                 continue
             outcome[key] = _write(content_type, item, using, outcome.get(key))
+            result.images += len(item.vectors)
     for key, what in outcome.items():
         setattr(result, what, getattr(result, what) + 1)
         if what == "encoded":

@@ -31,7 +31,7 @@ def test_reindex_shows_progress_counts_and_summary(make_product):
     out = _run("--batch-size", "4")
     assert "catalog.Product: 10 pending product(s)" in out
     assert "10/10" in out  # the progress bar
-    assert "Done in" in out and "10 encoded" in out and "images/s" in out
+    assert "Done in" in out and "10 encoded (10 images," in out and "images/s" in out
     assert products_with_vectors() == Product.objects.count()
 
 

@@ -105,12 +105,13 @@ class Command(BaseCommand):
         self.promote(verbosity)
         elapsed = time.monotonic() - started
         if verbosity:
-            rate = grand.encoded / elapsed if elapsed > 0 else 0.0
+            rate = grand.images / elapsed if elapsed > 0 else 0.0
             style = self.style.WARNING if grand.failed else self.style.SUCCESS
             self.stdout.write(
                 style(
                     f"Done in {elapsed:.1f}s: {grand.encoded} encoded "
-                    f"({rate:.1f} images/s), {grand.failed} failed, "
+                    f"({grand.images} images, {rate:.1f} images/s), "
+                    f"{grand.failed} failed, "
                     f"{grand.skipped} already current, {grand.cleared} cleared."
                 )
             )
