@@ -127,11 +127,21 @@ decode_gate = _DecodeGate()
 
 
 def load_image(
-    source: Any, *, max_side: int | None = WORKING_SIZE, upload: bool = False
+    source: Any,
+    *,
+    max_side: int | None = WORKING_SIZE,
+    upload: bool = False,
+    min_side: int | None = None,
 ) -> Image.Image:
     """
     Open ``source`` (a path, bytes, a file object or a Django ``File``) as RGB,
     its longest side at most ``max_side`` (None: full size).
+
+    ``min_side`` (instead of ``max_side``) is for a caller that resizes the
+    image once more itself, to a model's input: a large image is only reduced
+    by whole factors (a JPEG while it is decoded, others by averaging blocks
+    of pixels) while its shorter side stays at least ``min_side``; it is not
+    resampled.
 
     ``upload=True`` is for images from shoppers (photo search, shop the look):
     the pixel limit is ``MAX_UPLOAD_PIXELS`` instead of ``MAX_IMAGE_PIXELS``,
@@ -144,13 +154,15 @@ def load_image(
     ``image_unreadable``.
     """
     if not upload:
-        return _load(source, max_side, upload=False)
+        return _load(source, max_side, min_side, upload=False)
     with decode_gate:
         # The bytes are read inside the gate too: waiting uploads hold none.
-        return _load(source, max_side, upload=True)
+        return _load(source, max_side, min_side, upload=True)
 
 
-def _load(source: Any, max_side: int | None, *, upload: bool) -> Image.Image:
+def _load(
+    source: Any, max_side: int | None, min_side: int | None, *, upload: bool
+) -> Image.Image:
     data = _read_bytes(source)
     max_bytes = shop_search_settings.MAX_IMAGE_BYTES
     if not data:
@@ -185,12 +197,18 @@ def _load(source: Any, max_side: int | None, *, upload: bool) -> Image.Image:
             if getattr(image, "is_animated", False):
                 # is_animated looks at one more frame; n_frames would walk all.
                 image.seek(0)
-            if max_side and image.format in ("JPEG", "MPO"):
-                # Let libjpeg decode at a reduced scale: far less memory and time.
-                image.draft("RGB", (max_side, max_side))
+            draft = min_side or max_side
+            if draft and image.format in ("JPEG", "MPO"):
+                # Let libjpeg decode at a reduced scale: far less memory and
+                # time. The scale keeps both sides at least ``draft``.
+                image.draft("RGB", (draft, draft))
             image.load()
-            if max_side and max(image.size) > max_side:
-                image = _reduce(image, max_side)
+            if min_side:
+                factor = min(image.size) // min_side
+                if factor > 1:
+                    image = _reduce(image, factor)
+            elif max_side and max(image.size) > max_side:
+                image = _reduce(image, max(1, max(image.size) // (2 * max_side)))
                 image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
             if orientation in _TRANSPOSE:
                 image = image.transpose(_TRANSPOSE[orientation])
@@ -395,17 +413,16 @@ def _orientation(image: Image.Image) -> int | None:
         return None
 
 
-def _reduce(image: Image.Image, max_side: int) -> Image.Image:
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
     """
-    ``image`` in a mode Pillow resizes, reduced by a whole factor to about
-    twice ``max_side`` (the final resize then has pixels to spare).
+    ``image`` in a mode Pillow resizes, reduced by the whole ``factor`` (the
+    callers leave the final resize pixels to spare).
 
     A strip at a time: converting a palette image to RGBA (or resizing RGBA,
     which Pillow premultiplies in a copy) at full size would hold a second,
     larger copy of the image; strips hold a few MB.
     """
     width, height = image.size
-    factor = max(1, max(width, height) // (2 * max_side))
     if image.mode in _REDUCIBLE and image.mode not in ("LA", "RGBA"):
         return image.reduce(factor) if factor > 1 else image
     top = None

@@ -145,3 +145,13 @@ def test_orientation_is_applied_to_large_images():
     assert loaded.size == (384, 768)
     assert loaded.info["original_size"] == (1500, 3000)
     assert loaded.getpixel((192, 100)) == (0, 0, 255)  # blue on top after rotation
+
+
+def test_min_side_reduces_by_whole_factors_only_and_keeps_the_short_side():
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 800), "green").save(buffer, format="JPEG")
+    jpeg = load_image(buffer.getvalue(), min_side=224)
+    assert jpeg.size == (600, 400)  # libjpeg's 1/2 scale; 1/4 would be < 224
+    png = load_image(png_bytes("red", (3000, 1000)), min_side=224)
+    assert png.size == (750, 250)  # reduced 4x, not resampled to 224
+    assert load_image(png_bytes("red", (100, 60)), min_side=224).size == (100, 60)
