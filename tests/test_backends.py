@@ -5,8 +5,11 @@ backend: real exports of the tiny models, real onnxruntime sessions.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from PIL import Image
 
 from shop_search.encoders import (
     SentenceTransformerEncoder,
+    cached_onnx,
     get_image_encoder,
     onnx_backend,
     runtime,
@@ -305,3 +309,66 @@ def test_a_model_folder_that_cannot_be_written_caches_under_hf_home(
         assert folder.is_dir() and folder.parent == tmp_path / "hf/shop_search/onnx"
     assert hub.name.startswith("sentence-transformers-clip-ViT-B-32-")
     assert local != hub
+
+
+# --- Cached towers without torch --------------------------------------------
+
+_NEW_PROCESS = """
+import json, sys
+from PIL import Image
+from shop_search.encoders import SentenceTransformerEncoder
+image = SentenceTransformerEncoder(sys.argv[1])
+text = SentenceTransformerEncoder(sys.argv[2])
+images = [Image.new("RGB", (64, 64), "red"), Image.new("RGB", (80, 40), "navy")]
+print(json.dumps({
+    "image": image.encode_images(images).tolist(),
+    "text": text.encode_texts(json.loads(sys.argv[3])).tolist(),
+    "runtime": str(text.runtime),
+    "imported": sorted(
+        m for m in ("torch", "transformers", "sentence_transformers")
+        if m in sys.modules
+    ),
+}))
+"""
+
+
+def test_a_new_process_runs_the_cached_towers_without_importing_torch(models):
+    image = SentenceTransformerEncoder(models["image"])
+    text = SentenceTransformerEncoder(models["text"])
+    expected = {
+        "image": image.encode_images(IMAGES[:2]),  # exports, checks, records
+        "text": text.encode_texts(QUERIES),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _NEW_PROCESS, models["image"], models["text"]]
+        + [json.dumps(QUERIES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["imported"] == []
+    assert "cached graphs, without torch" in found["runtime"]
+    for key in ("image", "text"):
+        assert cosines(np.array(found[key]), expected[key]).min() >= 0.9999
+
+
+def test_cached_towers_are_not_used_once_the_model_files_change(models, torch_fp32):
+    def cached():
+        return cached_onnx.open_cached(
+            models["text"], precision="auto", backend="auto", device=None
+        )
+
+    SentenceTransformerEncoder(models["text"]).encode_texts(QUERIES[:1])
+    assert cached() is not None
+    config = Path(models["text"]) / "config.json"
+    stat = config.stat()
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cached() is None  # the full model is loaded and checked again
+    encoder = SentenceTransformerEncoder(models["text"], precision="int8")
+    vectors = encoder.encode_texts(QUERIES)
+    assert "without torch" not in encoder.runtime.reason
+    assert cosines(vectors, torch_fp32["text"]).min() >= runtime.PRECISION_TOLERANCE
+    assert cached() is not None  # recorded again for the next process

@@ -121,3 +121,55 @@ def test_an_unknown_precision_is_a_clear_error(settings):
     settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "PRECISION": "fp8"}
     with pytest.raises(ModelLoadError, match="PRECISION"):
         get_image_encoder()
+
+
+# --- The model's input in one resize ----------------------------------------
+
+SHAPES = [
+    Image.effect_mandelbrot((300, 300), (-2, -1.5, 1, 1.5), 60).convert("RGB"),
+    Image.effect_mandelbrot((640, 360), (-2, -1, 1, 1), 60).convert("RGB"),  # wide
+    Image.effect_mandelbrot((200, 500), (-1, -1.5, 1, 1.5), 60).convert("RGB"),
+    Image.effect_mandelbrot((900, 150), (-2, -1, 1, 1), 60).convert("RGB"),  # 6:1
+    Image.effect_mandelbrot((20, 24), (-2, -1.5, 1, 1.5), 30).convert("RGB"),
+]
+
+
+def test_clip_images_take_one_resize_and_match_the_models_own_processor():
+    from shop_search.encoders.torch_backend import forward, prepare
+    from shop_search.images import letterbox
+
+    encoder = SentenceTransformerEncoder(
+        get_image_encoder().model_name, precision="fp32", backend="torch"
+    )
+    assert encoder.image_size == 32  # the tiny CLIP's input square
+    ours = encoder.preprocess(SHAPES)["pixel_values"]
+    theirs = prepare(encoder.model, [letterbox(image) for image in SHAPES])
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.float32
+    assert ours.shape == tuple(theirs["pixel_values"].shape)
+    expected = forward(encoder.model, theirs, "fp32")
+    vectors = encoder.encode_images(SHAPES)
+    assert (vectors * expected).sum(axis=1).min() >= 0.999
+
+
+def test_decoded_batches_come_as_the_models_square_with_errors_in_place():
+    import io
+
+    from shop_search.encoders.pixels import decode_batch
+    from shop_search.exceptions import ImageError
+
+    encoder = get_image_encoder()
+    files = []
+    for image in SHAPES[:4]:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG" if image.width > 250 else "PNG", quality=95)
+        files.append(buffer.getvalue())
+    files.insert(2, b"not an image")
+    decoded = decode_batch(files, size=encoder.image_size, workers=2)
+    assert isinstance(decoded[2], ImageError) and decoded[2].code
+    images = [d for d in decoded if not isinstance(d, ImageError)]
+    assert [image.size for image in images] == [(32, 32)] * 4
+    expected = encoder.encode_images(SHAPES[:4])
+    vectors = encoder.encode_images(images)
+    assert (vectors * expected).sum(axis=1).min() >= 0.999
+    unsized = decode_batch(files[:2], workers=1)
+    assert [image.size for image in unsized] == [(300, 300), (448, 252)]

@@ -56,6 +56,18 @@ class BaseEncoder:
         """Length of the vectors this encoder returns."""
         raise NotImplementedError(".dimensions must be implemented.")
 
+    @property
+    def image_size(self) -> int | None:
+        """
+        The side of the centre square the image model looks at, when it
+        looks at one (CLIP: 224), else None (the default). Indexing then
+        decodes product images straight to that square
+        (:func:`~shop_search.encoders.pixels.decode_batch`), and
+        :meth:`encode_images` must give such an image the vector it gives the
+        full image.
+        """
+        return None
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Encode RGB Pillow images; one row per image."""
         raise NotImplementedError(".encode_images() must be implemented.")

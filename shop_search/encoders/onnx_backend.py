@@ -70,14 +70,21 @@ class OnnxTower:
             str(path), options, providers=["CPUExecutionProvider"]
         )
         self.inputs = [spec.name for spec in self.session.get_inputs()]
+        #: torch fp32's vectors for the probe, once :func:`load_tower` checked it.
+        self.reference: np.ndarray | None = None
 
     def run(self, features: dict[str, Any]) -> np.ndarray:
         import numpy as np
 
-        feed = {name: features[name].cpu().numpy() for name in self.inputs}
+        feed = {name: _array(features[name]) for name in self.inputs}
         (vectors,) = self.session.run([OUTPUT], feed)
         vectors = np.asarray(vectors, dtype=np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _array(value: Any) -> np.ndarray:
+    """A feature as ONNX Runtime takes it: NumPy as is, a torch tensor converted."""
+    return value if not hasattr(value, "cpu") else value.cpu().numpy()
 
 
 def load_tower(
@@ -123,6 +130,7 @@ def load_tower(
             logger.warning("Exporting %s again: %s", path, exc)
             continue
         if cosine >= runtime.BACKEND_TOLERANCE:
+            tower.reference = expected
             logger.info(
                 "%s tower on ONNX Runtime %s from %s (probe cosine %.5f vs torch)",
                 modality,

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import EncodingError, ModelLoadError
-from . import runtime
+from . import model_files, runtime
 from .base import BaseEncoder
+from .cached_onnx import CachedTowers, open_cached, write_record
 from .onnx_backend import OnnxTower, OnnxUnavailable, cache_folder, load_tower
+from .pixels import SquareInput
 from .runtime import (
     PRECISIONS,
     Runtime,
@@ -52,6 +52,13 @@ class SentenceTransformerEncoder(BaseEncoder):
     Runtime each tower (images, texts) is exported on its first use, cached
     and checked against torch fp32; if it cannot be had, the encoder falls
     back to torch with a warning. None of this changes ``model_id``.
+
+    Where the settings resolve to ONNX Runtime on a CPU and the towers were
+    exported and checked before, they are run from the cache without
+    importing torch or sentence-transformers at all
+    (:mod:`~shop_search.encoders.cached_onnx`): a process starts encoding in
+    a second instead of several. The full model is loaded when it is needed
+    after all (a tower not cached, ``.model``).
     """
 
     def __init__(
@@ -74,6 +81,9 @@ class SentenceTransformerEncoder(BaseEncoder):
         self._model: Any = None
         self._runtime: Runtime | None = None
         self._towers: dict[str, OnnxTower] = {}
+        self._square: SquareInput | None = None
+        self._cached: CachedTowers | None = None
+        self._loaded = False
         self._lock = threading.Lock()
         # Tokenizers are not thread-safe; preprocessing may overlap the model.
         self._preprocess_lock = threading.Lock()
@@ -81,7 +91,11 @@ class SentenceTransformerEncoder(BaseEncoder):
     @property
     def model(self) -> Any:
         """The loaded torch model (also the preprocessing of the ONNX towers)."""
-        return self._load_once()
+        self._load_once()
+        if self._model is None:
+            with self._lock:
+                self._without_cache()
+        return self._model
 
     @property
     def runtime(self) -> Runtime:
@@ -91,11 +105,29 @@ class SentenceTransformerEncoder(BaseEncoder):
         return self._runtime
 
     def _load_once(self) -> Any:
-        if self._model is None:
+        """The torch model, or None while cached ONNX towers serve."""
+        if not self._loaded:
             with self._lock:
-                if self._model is None:
-                    self._model = self._load()
+                if not self._loaded:
+                    self._cached = open_cached(
+                        self.model_name,
+                        precision=self.precision,
+                        backend=self.backend,
+                        device=self.device,
+                    )
+                    if self._cached is None:
+                        self._model = self._load()
+                    else:
+                        self._square = self._cached.square
+                        self._set_runtime(self._cached.runtime)
+                    self._loaded = True
         return self._model
+
+    def _without_cache(self) -> None:
+        """Load the full model (under ``_lock``): a cached tower cannot serve."""
+        if self._model is None:
+            self._model = self._load()
+        self._cached = None
 
     def _load(self) -> Any:
         try:
@@ -121,6 +153,9 @@ class SentenceTransformerEncoder(BaseEncoder):
         if chosen.backend == "torch":
             model, chosen = self._with_precision(model, chosen)
         self._set_runtime(chosen)
+        if "image" in modalities(model):
+            processor = getattr(model[0], "processor", None)
+            self._square = SquareInput.of(processor) if processor else None
         return model
 
     def _set_runtime(self, chosen: Runtime) -> None:
@@ -197,6 +232,9 @@ class SentenceTransformerEncoder(BaseEncoder):
 
     @property
     def dimensions(self) -> int:
+        self._load_once()
+        if self._cached is not None:
+            return self._cached.dimensions
         model = self.model
         # sentence-transformers 6 renamed get_sentence_embedding_dimension().
         getter = getattr(model, "get_embedding_dimension", None)
@@ -207,22 +245,54 @@ class SentenceTransformerEncoder(BaseEncoder):
             dimensions = int(self.encode_texts(["a"]).shape[1])
         return int(dimensions)
 
+    @property
+    def image_size(self) -> int | None:
+        """
+        The side of the square a CLIP-style image model looks at (loads the
+        model); None for models with other preprocessing.
+        """
+        self._load_once()
+        return self._square.size if self._square else None
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         from ..images import letterbox
 
-        return self._encode([letterbox(image) for image in images], "image")
+        self._load_once()
+        if self._square is None:
+            images = [letterbox(image) for image in images]
+        return self._encode(list(images), "image")
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(list(texts), "text")
 
     def preprocess(self, inputs: Sequence[Any]) -> dict[str, Any]:
         """
-        The model's own preprocessing of one batch (tokenizer, or image
-        processor for images already letterboxed): the features
-        :meth:`encode_features` takes. It runs under its own lock, so a
-        pipeline can prepare the next batch while the model runs.
+        The model's preprocessing of one batch: the features
+        :meth:`encode_features` takes. Images of a CLIP-style model become
+        its ``pixel_values`` in one resize each (see
+        :class:`~shop_search.encoders.pixels.SquareInput`); texts, and images
+        of other models (letterboxed by the caller), go through the model's
+        own tokenizer or processor, under a lock of their own, so a pipeline
+        can prepare the next batch while the model runs.
         """
+        from PIL import Image
+
         model = self._load_once()
+        images = all(isinstance(item, Image.Image) for item in inputs)
+        if self._cached is not None:
+            modality = "image" if images else "text"
+            with self._lock:
+                cached = self._cached
+                if cached is None or not cached.tower(modality):
+                    self._without_cache()
+                    cached, model = None, self._model
+            if cached is not None:
+                return cached.preprocess(inputs, modality)
+        if self._square is not None and images:
+            return {
+                "pixel_values": self._square.pixel_values(inputs),
+                "modality": "image",
+            }
         with self._preprocess_lock:
             return prepare(model, inputs)
 
@@ -234,6 +304,10 @@ class SentenceTransformerEncoder(BaseEncoder):
         """
         self._load_once()
         with self._lock:
+            cached = self._cached and self._cached.tower(modality)
+            if cached:
+                return cached.run(features)
+            self._without_cache()
             tower = self._tower(modality)
             if tower is not None:
                 return tower.run(features)
@@ -305,10 +379,12 @@ class SentenceTransformerEncoder(BaseEncoder):
             import torch
 
             model = self._model
+            source = model_files.local_folder(self.model_name)
+            folder = cache_folder(self.model_name, source)
             try:
                 tower = load_tower(
                     model,
-                    cache_folder(self.model_name, _local_folder(self.model_name)),
+                    folder,
                     modality,
                     self._runtime.precision,
                     reference=lambda x: self._torch_vectors(model, x, modality, "fp32"),
@@ -319,6 +395,11 @@ class SentenceTransformerEncoder(BaseEncoder):
                 self._fall_back_to_torch(f"ONNX Runtime unavailable: {exc}")
                 return None
             self._towers[modality] = tower
+            # The next process can run this tower without torch.
+            with self._preprocess_lock:
+                write_record(
+                    folder, source, modality, model, tower.reference, self._square
+                )
         return tower
 
     def _fall_back_to_torch(self, why: str) -> None:
@@ -338,38 +419,4 @@ class SentenceTransformerEncoder(BaseEncoder):
 
     @classmethod
     def peek_dimensions(cls, model_name: str) -> int | None:
-        folder = _local_folder(model_name)
-        if folder is None:
-            return None
-        try:
-            modules = json.loads((folder / "modules.json").read_text())
-        except (OSError, ValueError):
-            return None
-        for module in reversed(modules):
-            try:
-                config = json.loads(
-                    (folder / module["path"] / "config.json").read_text()
-                )
-            except (OSError, ValueError, KeyError):
-                continue
-            for key in ("out_features", "projection_dim"):
-                if isinstance(config.get(key), int):
-                    return config[key]
-        return None
-
-
-def _local_folder(model_name: str) -> Path | None:
-    """The folder holding ``model_name``: a local path, or the hub cache if present."""
-    path = Path(model_name).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        return None
-    for repo_id in (model_name, f"sentence-transformers/{model_name}"):
-        try:
-            return Path(snapshot_download(repo_id, local_files_only=True))
-        except Exception:  # noqa: BLE001 - not cached, or not a valid repo id
-            continue
-    return None
+        return model_files.peek_dimensions(model_name)

@@ -26,12 +26,17 @@ def prepare(model: Any, inputs: Sequence[Any]) -> dict[str, Any]:
 
 def forward(model: Any, features: dict[str, Any], precision: str) -> np.ndarray:
     """The torch forward pass of one batch, as SentenceTransformer.encode runs it."""
+    import numpy as np
     import torch
 
     batch = {
         key: value.to(model.device) if torch.is_tensor(value) else value
         for key, value in features.items()
     }
+    for key, value in batch.items():
+        if isinstance(value, np.ndarray):
+            # Shares the array's memory: no copy on a CPU.
+            batch[key] = torch.from_numpy(value).to(model.device)
     with torch.inference_mode(), autocast(model, precision):
         vectors = model(batch)["sentence_embedding"]
     vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
