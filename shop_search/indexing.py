@@ -24,8 +24,8 @@ from django.db import models, transaction
 
 from .conf import shop_search_settings
 from .encoders import encoder_for, get_image_encoder
+from .encoders.pixels import decode_batch
 from .exceptions import EncodingError, ImageError
-from .images import ENCODING_SIZE, load_image
 from .models import ImageVector, IndexEntry
 from .registry import ImageSource, declaration, images_digest
 from .status import needs_work_filter, with_state
@@ -269,7 +269,14 @@ def _prepare(
     for item in work:
         for source in item.to_encode:
             needed.setdefault(source.fingerprint, source)
-    decoded = pool.submit(_decode, list(needed.values()))
+    # Decoded straight to the model's input square when every model in play
+    # takes the same one (see shop_search.encoders.pixels).
+    sizes = {
+        getattr(encoder_for(image_model), "image_size", None)
+        for image_model in {item.image_model for item in work}
+    }
+    size = sizes.pop() if len(sizes) == 1 else None
+    decoded = pool.submit(_decode, list(needed.values()), size)
     return _Batch(pks, work, decoded)
 
 
@@ -300,16 +307,14 @@ def _reuse_vectors(work: list[_Work], using: str) -> None:
                     item.vectors[source.key] = known[source.fingerprint]
 
 
-def _decode(sources: list[ImageSource]) -> dict[str, Any]:
-    decoded: dict[str, Any] = {}
-    for source in sources:
-        try:
-            decoded[source.fingerprint] = load_image(
-                source.file, max_side=ENCODING_SIZE
-            )
-        except ImageError as exc:
-            decoded[source.fingerprint] = exc
-    return decoded
+def _decode(sources: list[ImageSource], size: int | None) -> dict[str, Any]:
+    """``{fingerprint: image or ImageError}``, decoded in parallel threads."""
+    if not sources:
+        return {}
+    images = decode_batch([source.file for source in sources], size=size)
+    return {
+        source.fingerprint: image for source, image in zip(sources, images, strict=True)
+    }
 
 
 def _finish(model: type[models.Model], batch: _Batch) -> IndexResult:
