@@ -106,24 +106,32 @@ def drop_synthetic() -> int:
         # VACUUM takes dead rows out of an HNSW graph one by one: for a
         # million rows that is many minutes, rebuilding it for the demo's
         # rows well under a second.
-        cursor.execute("DROP INDEX IF EXISTS catalog_product_emb")
+        cursor.execute("DROP INDEX IF EXISTS shop_search_vector_hnsw")
+        for table in ("shop_search_imagevector", "shop_search_indexentry"):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE object_pk IN (SELECT id::text FROM "
+                "catalog_product WHERE sku LIKE 'SCALE-%%')"
+            )
         cursor.execute("DELETE FROM catalog_product WHERE sku LIKE 'SCALE-%%'")
         deleted = cursor.rowcount
         cursor.execute("VACUUM ANALYZE catalog_product")
+        cursor.execute("VACUUM ANALYZE shop_search_imagevector")
     build_index()
     return deleted
 
 
 def build_index(
     opclass: str = "halfvec_ip_ops",
-    table: str = "catalog_product",
-    name: str = "catalog_product_emb",
-    column: str = "search_embedding",
+    table: str = "shop_search_imagevector",
+    name: str = "shop_search_vector_hnsw",
+    column: str = "vector",
 ) -> tuple[float, int]:
-    """Build an HNSW index (the demo's, by default); returns seconds and bytes."""
+    """Build an HNSW index (the image vectors', by default; dropped first if
+    it exists); returns seconds and bytes."""
     from django.db import connection
 
     with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {name}")
         cursor.execute("SET maintenance_work_mem = '2GB'")
         cursor.execute("SET max_parallel_maintenance_workers = 1")
         started = time.perf_counter()

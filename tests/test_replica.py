@@ -109,10 +109,8 @@ def _names(client, query):
 
 
 def _reads_index(queries) -> bool:
-    return any(
-        "shop_search_imagevector" in q["sql"] or "shop_search_searchdocument" in q["sql"]
-        for q in queries.captured_queries
-    )
+    tables = ("shop_search_imagevector", "shop_search_searchdocument")
+    return any(t in q["sql"] for q in queries.captured_queries for t in tables)
 
 
 def test_searches_read_the_replica_and_writes_go_to_the_primary(
