@@ -233,3 +233,16 @@ def test_serializer_lookups_join_foreign_keys_only_where_they_are_loaded():
     assert not _joined(products.defer("category"), ("category",)).query.select_related
     # Neither a field that is no relation nor an unknown name is joined.
     assert not _joined(products, ("name", "nothing__here")).query.select_related
+
+
+def test_the_schema_says_a_look_search_answers_a_look_result(client):
+    schema = client.get(
+        "/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json"
+    ).json()
+    ok = schema["paths"]["/api/search/image/"]["post"]["responses"]["200"]
+    ref = ok["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    choices = schema["components"]["schemas"][ref]["oneOf"]
+    assert {c["$ref"].rsplit("/", 1)[-1] for c in choices} == {
+        "SearchResult",
+        "LookResult",
+    }

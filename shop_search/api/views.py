@@ -23,6 +23,7 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
 )
 from rest_framework.exceptions import (
@@ -327,7 +328,11 @@ class ImageSearchView(_SearchView):
         request={"multipart/form-data": s.ImageSearchSerializer},
         responses={
             200: OpenApiResponse(
-                s.SearchResultSerializer,
+                PolymorphicProxySerializer(
+                    component_name="ImageSearchResult",
+                    serializers=[s.SearchResultSerializer, s.LookResultSerializer],
+                    resource_type_field_name=None,
+                ),
                 description="Results; with group=look, a LookResult instead.",
             ),
             413: OpenApiResponse(
