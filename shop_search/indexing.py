@@ -273,7 +273,7 @@ def _prepare(
     # takes the same one (see shop_search.encoders.pixels).
     sizes = {
         getattr(encoder_for(image_model), "image_size", None)
-        for image_model in {item.image_model for item in work}
+        for image_model in {item.image_model for item in work if item.to_encode}
     }
     size = sizes.pop() if len(sizes) == 1 else None
     decoded = pool.submit(_decode, list(needed.values()), size)
