@@ -32,7 +32,7 @@ from django.db import connections, models
 
 from .conf import shop_search_settings
 from .documents import fold, tokens
-from .ranking import hnsw_cursor
+from .ranking import hnsw_cursor, vector_literal
 
 __all__ = [
     "Channels",
@@ -246,7 +246,7 @@ def rank(
         )
         params += [best, cap + 1]
     if query_vector is not None:
-        vector = _vector_literal(query_vector)
+        vector = vector_literal(query_vector)
         parts.append(
             "(SELECT 'meaning', object_pk, (-(vector <#> %s::halfvec))::float "
             "FROM docs WHERE text_model = %s AND vector IS NOT NULL "
@@ -289,10 +289,6 @@ def _some_words(words: list[str]) -> str:
         for skip in range(len(words))
     ]
     return " | ".join(groups)
-
-
-def _vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{float(v):.6g}" for v in vector) + "]"
 
 
 def suggest_titles(queryset: models.QuerySet, prefix: str, *, limit: int) -> list[str]:
@@ -341,7 +337,7 @@ def best_meaning(
         queryset.model, for_concrete_model=False
     )
     with connections[using].cursor() as cursor:
-        vector = _vector_literal(query_vector)
+        vector = vector_literal(query_vector)
         cursor.execute(
             "SELECT -(vector <#> %s::halfvec) FROM shop_search_searchdocument "
             "WHERE content_type_id = %s AND text_model = %s AND vector IS NOT NULL "

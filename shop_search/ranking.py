@@ -32,6 +32,7 @@ __all__ = [
     "hnsw_cursor",
     "image_channel_sql",
     "stored_vector",
+    "vector_literal",
 ]
 
 
@@ -130,26 +131,24 @@ def rank_nearest(
     exact = bool(threshold and estimated_rows(queryset) <= threshold)
     ranked: list[tuple[str, float]] = []
     if not exact:
-        ranked, _complete = _families(
+        ranked = _families(
             queryset, vector, image_model, wanted, exact=False, exclude=exclude_group
         )
         if len(ranked) < wanted and _has_more_candidates(queryset, len(ranked), offset):
             exact = True  # the iterative scan stopped before the page was full
     if exact:
-        ranked, _complete = _families(
+        ranked = _families(
             queryset, vector, image_model, wanted, exact=True, exclude=exclude_group
         )
     window = ranked[offset:]
     has_more = len(window) > limit
-    rows = queryset.in_bulk(_pks(queryset.model, [key for key, _d in window[:limit]]))
+    to_python = queryset.model._meta.pk.to_python
+    page = [(to_python(key), distance) for key, distance in window[:limit]]
+    rows = queryset.in_bulk([pk for pk, _distance in page])
     # halfvec rounding can put a perfect match a hair above 1.
     hits = [
         Hit(rows[pk], min(1.0, -float(distance)), ["image"])
-        for pk, distance in zip(
-            _pks(queryset.model, [k for k, _d in window[:limit]]),
-            [d for _k, d in window[:limit]],
-            strict=True,
-        )
+        for pk, distance in page
         if pk in rows
     ]
     if min_score is not None:
@@ -171,12 +170,11 @@ def _families(
     *,
     exact: bool,
     exclude: str | None,
-) -> tuple[list[tuple[str, float]], bool]:
+) -> list[tuple[str, float]]:
     """
     The ``wanted`` best families as ``(object_pk, distance)``. Products with
     several images (and families of variants) take several vectors each:
-    ask for more vectors until the page is full or none are left. Returns
-    the rows and whether every candidate vector was seen.
+    ask for more vectors until the page is full or none are left.
     """
     depth = wanted * 3
     while True:
@@ -195,17 +193,13 @@ def _families(
         ranked = [(key, distance) for key, distance, _seen in rows]
         exhausted = seen < depth
         if len(ranked) >= wanted or exhausted or (not exact and depth >= 48 * wanted):
-            return ranked, exhausted
+            return ranked
         depth *= 4
 
 
-def _pks(model: type[models.Model], keys: list[str]) -> list[Any]:
-    to_python = model._meta.pk.to_python
-    return [to_python(key) for key in keys]
-
-
 def _has_more_candidates(queryset: models.QuerySet, found: int, offset: int) -> bool:
-    """Whether products with vectors remain beyond the ``found`` ranked."""
+    """Whether candidate products remain beyond the ``found`` ranked (some
+    may have no vector: then the exact scan that follows finds the same)."""
     return queryset.order_by()[offset + found : offset + found + 1].exists()
 
 
@@ -228,7 +222,7 @@ def _ranking_sql(
     content_type = ContentType.objects.db_manager(using).get_for_model(
         queryset.model, for_concrete_model=False
     )
-    literal = _vector_literal(vector)
+    literal = vector_literal(vector)
     where = "v.content_type_id = %s AND v.image_model = %s"
     params_where: list[Any] = [content_type.pk, image_model]
     if exclude_group is not None:
@@ -277,7 +271,8 @@ def _ranking_sql(
     return sql, params
 
 
-def _vector_literal(vector: np.ndarray) -> str:
+def vector_literal(vector: np.ndarray) -> str:
+    """A query vector as pgvector's text form, for raw SQL."""
     return "[" + ",".join(f"{float(v):.7g}" for v in np.asarray(vector)) + "]"
 
 

@@ -106,34 +106,33 @@ def entry_for(obj: Any, image_model: str | None = None) -> IndexEntry | None:
     )
 
 
-def annotated_status(obj: Any) -> str:
-    """The status of a row read through :func:`with_state` (no query)."""
-    if obj._ss_digest == NO_IMAGES:
+def _status(digest: str, entry: tuple[str, str, int] | None) -> str:
+    """The status from a product's image digest and its entry's
+    (digest, error, attempts): the rules :func:`status_filter` states in SQL."""
+    if digest == NO_IMAGES:
         return IndexStatus.NO_IMAGE
-    if obj._ss_entry_digest is None:
+    if entry is None:
         return IndexStatus.MISSING
-    if obj._ss_entry_digest != obj._ss_digest:
+    entry_digest, error, attempts = entry
+    if entry_digest != digest:
         return IndexStatus.STALE
-    if obj._ss_error:
-        if obj._ss_attempts >= shop_search_settings.MAX_ATTEMPTS:
+    if error:
+        if attempts >= shop_search_settings.MAX_ATTEMPTS:
             return IndexStatus.GIVEN_UP
         return IndexStatus.FAILED
     return IndexStatus.INDEXED
+
+
+def annotated_status(obj: Any) -> str:
+    """The status of a row read through :func:`with_state` (no query)."""
+    entry = None
+    if obj._ss_entry_digest is not None:
+        entry = (obj._ss_entry_digest, obj._ss_error, obj._ss_attempts)
+    return _status(obj._ss_digest, entry)
 
 
 def status_of(obj: Any) -> str:
-    """``obj``'s :class:`~shop_search.models.IndexStatus` value, as
-    :func:`status_filter` computes it."""
+    """``obj``'s :class:`~shop_search.models.IndexStatus` value (one query)."""
     digest = images_digest(declaration(type(obj)).image_sources(obj))
-    if digest == NO_IMAGES:
-        return IndexStatus.NO_IMAGE
-    entry = entry_for(obj)
-    if entry is None:
-        return IndexStatus.MISSING
-    if entry.digest != digest:
-        return IndexStatus.STALE
-    if entry.error:
-        if entry.attempts >= shop_search_settings.MAX_ATTEMPTS:
-            return IndexStatus.GIVEN_UP
-        return IndexStatus.FAILED
-    return IndexStatus.INDEXED
+    entry = entry_for(obj) if digest != NO_IMAGES else None
+    return _status(digest, entry and (entry.digest, entry.error, entry.attempts))
