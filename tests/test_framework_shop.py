@@ -341,3 +341,20 @@ def test_prefetched_galleries_are_read_without_a_query(shop, django_assert_num_q
     with django_assert_num_queries(0):
         names = [s.name for s in decl.image_sources(boots)]
     assert names == expected and len(names) == 2
+
+
+def test_indexing_reads_galleries_in_a_query_not_one_per_product(shop):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    pks = list(Product.objects.order_by("pk").values_list("pk", flat=True))
+
+    def queries(some):
+        with CaptureQueriesContext(connection) as captured:
+            # All current: only the reads that decide so. One batch each.
+            index_objects(Product, some, documents=False, batch_size=len(pks))
+        return len(captured)
+
+    # Nine products cost what two do, plus one query for the parents'
+    # galleries once variants are in the batch (it was one per product).
+    assert 0 < queries(pks) - 1 <= queries(pks[:2])
