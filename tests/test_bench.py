@@ -42,6 +42,7 @@ def _free_port() -> int:
         ("api_latency.py", ["--queries", "4"], "| text query, encoded"),
         ("search_scale.py", ["--sizes", "300", "--queries", "4"], "| 300 |"),
         ("hostile_corpus.py", [], "| API responses with status 500 | 0 |"),
+        ("device_precision.py", ["--images", "8", "--rounds", "1"], "| auto |"),
         (
             "load.py",
             [
