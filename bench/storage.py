@@ -154,7 +154,9 @@ def prepare(products: int, images: int, columns: bool) -> dict:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE catalog_product")
     if columns:
-        build_s, _ = build_index()
+        build_s, _ = build_index(
+            table="catalog_product", name="catalog_product_emb", column="search_embedding"
+        )
     else:
         from search_scale import build_vector_index
 
