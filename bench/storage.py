@@ -155,7 +155,9 @@ def prepare(products: int, images: int, columns: bool) -> dict:
         cursor.execute("VACUUM ANALYZE catalog_product")
     if columns:
         build_s, _ = build_index(
-            table="catalog_product", name="catalog_product_emb", column="search_embedding"
+            table="catalog_product",
+            name="catalog_product_emb",
+            column="search_embedding",
         )
     else:
         from search_scale import build_vector_index

@@ -44,6 +44,11 @@ def _free_port() -> int:
         ("hostile_corpus.py", [], "| API responses with status 500 | 0 |"),
         ("device_precision.py", ["--images", "8", "--rounds", "1"], "| auto |"),
         (
+            "recall_tradeoff.py",
+            ["--products", "300", "--queries", "4", "--ef", "40", "400"],
+            "| 400 (default) |",
+        ),
+        (
             "load.py",
             [
                 "--clients",
