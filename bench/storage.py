@@ -310,8 +310,12 @@ def worker(args: argparse.Namespace) -> None:
             answer({"times": times, "pages": pages})
         elif op == "truth":
             with override_settings(
-                SHOP_SEARCH={**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 10**12}
-            ):  # every candidate's every image, ranked exactly
+                SHOP_SEARCH={
+                    **settings.SHOP_SEARCH,
+                    "EXACT_SCAN_THRESHOLD": 10**12,
+                    "STATEMENT_TIMEOUT": 600,
+                }
+            ):  # every candidate's every image, ranked exactly (seconds each)
                 pages = []
                 for index in command["queries"]:
                     page = run("image", command["set"], index)

@@ -126,14 +126,15 @@ DEFAULTS: dict[str, Any] = {
     # falls back to an exact scan to fill the page.
     "EF_SEARCH": 400,
     "MAX_SCAN_TUPLES": 20_000,
-    # When PostgreSQL estimates a query's candidates (after the shop's
-    # filters) at this many rows or fewer, rank them exactly instead of
-    # through the HNSW index: full recall for selective filters and small
-    # catalogs. The exact scan costs more per query as the set grows (about
-    # 36 ms for 10,000 rows on 2 cores, BENCHMARKS.md); lower this to favour
-    # speed. Index the columns your filters use, so the estimate is close and
-    # the rows are found fast. 0: always the index.
-    "EXACT_SCAN_THRESHOLD": 20_000,
+    # When PostgreSQL estimates a query's candidate image vectors (the
+    # products its filters leave, times the catalog's images per product) at
+    # this many or fewer, rank them exactly instead of through the HNSW
+    # index: full recall for selective filters and small catalogs. The exact
+    # scan reads each candidate's vectors by key (about 5 to 8 microseconds a
+    # vector on 2 cores, BENCHMARKS.md "Storage"); past this many, the index
+    # with an iterative scan is faster at recall@10 0.98 or more. Index the
+    # columns your filters use, so the estimate is close. 0: always the index.
+    "EXACT_SCAN_THRESHOLD": 5_000,
     # Back-pressure: at most this many query encodings run at once per
     # process; a request waits at most QUERY_QUEUE_TIMEOUT seconds (and at
     # most QUERY_MAX_WAITING requests wait) before the API answers 503.

@@ -8,6 +8,7 @@ and returns a :class:`Page` of :class:`Hit`, best first.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ __all__ = [
     "nearest",
     "rank_nearest",
     "estimated_rows",
+    "ranks_exactly",
+    "vector_depth",
     "check_limit",
     "hnsw_cursor",
     "image_channel_sql",
@@ -127,8 +130,7 @@ def rank_nearest(
     if cached is not None:
         return _cached_page(queryset, cached, limit=limit, offset=offset)
     wanted = offset + limit + 1
-    threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
-    exact = bool(threshold and estimated_rows(queryset) <= threshold)
+    exact = ranks_exactly(queryset, image_model)
     ranked: list[tuple[str, float]] = []
     if not exact:
         ranked = _families(
@@ -176,7 +178,7 @@ def _families(
     several images (and families of variants) take several vectors each:
     ask for more vectors until the page is full or none are left.
     """
-    depth = wanted * 3
+    depth = vector_depth(queryset, image_model, wanted)
     while True:
         sql, params = _ranking_sql(
             queryset,
@@ -308,10 +310,13 @@ def image_channel_sql(
     """
     if queryset.query.is_empty():
         return None
-    threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
-    exact = bool(threshold and estimated_rows(queryset) <= threshold)
+    exact = ranks_exactly(queryset, image_model)
     sql, params = _ranking_sql(
-        queryset, vector, image_model, depth=depth * 3, exact=exact
+        queryset,
+        vector,
+        image_model,
+        depth=vector_depth(queryset, image_model, depth),
+        exact=exact,
     )
     return f"SELECT object_pk, d FROM ({sql}) AS ranked", [*params, depth]
 
@@ -361,6 +366,48 @@ def estimated_rows(queryset: models.QuerySet) -> int:
     return _estimates.get((using, sql, repr(params)), explain, using)
 
 
+def ranks_exactly(queryset: models.QuerySet, image_model: str) -> bool:
+    """
+    Whether to rank ``queryset``'s products by an exact scan of their image
+    vectors rather than through the HNSW index: when PostgreSQL estimates
+    their vectors (the products it expects ``queryset`` to match, times the
+    catalog's vectors per product) at ``EXACT_SCAN_THRESHOLD`` or fewer.
+    The exact scan reads every candidate's vectors by key, so its cost
+    follows the number of vectors, not of products.
+    """
+    threshold = int(shop_search_settings.EXACT_SCAN_THRESHOLD)
+    if not threshold:
+        return False
+    products = estimated_rows(queryset)
+    if products > threshold:  # counted as one vector at least: no more to ask
+        return False
+    per_product = _vectors_per_product(queryset, image_model)
+    return products * per_product <= threshold
+
+
+def vector_depth(queryset: models.QuerySet, image_model: str, families: int) -> int:
+    """How many nearest vectors to take for ``families`` products: the
+    catalog's images per product times as many (a family's best image wins
+    and its other images mostly lie near it)."""
+    return math.ceil(families * _vectors_per_product(queryset, image_model))
+
+
+def _vectors_per_product(queryset: models.QuerySet, image_model: str) -> float:
+    """The catalog's image vectors of ``image_model`` per product of
+    ``queryset``'s model (at least 1), from PostgreSQL's estimates."""
+    using = queryset.db
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        queryset.model, for_concrete_model=False
+    )
+    vectors = estimated_rows(
+        ImageVector.objects.using(using).filter(
+            content_type=content_type, image_model=image_model
+        )
+    )
+    products = estimated_rows(queryset.model._base_manager.using(using).all())
+    return max(1.0, vectors / max(1, products))
+
+
 @contextmanager
 def hnsw_cursor(using: str) -> Iterator[Any]:
     """A cursor in a transaction with this module's HNSW settings, and no
@@ -368,7 +415,9 @@ def hnsw_cursor(using: str) -> Iterator[Any]:
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), "
-            "set_config('hnsw.iterative_scan', 'strict_order', true), "
+            # Relaxed order finds more of the true neighbours under a filter
+            # (pgvector's README); the statements sort what it returns.
+            "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
             "set_config('hnsw.max_scan_tuples', %s, true), "
             # Starting parallel workers costs milliseconds, more than these
             # queries take; a busy site has no idle cores for them anyway.

@@ -241,3 +241,47 @@ def test_few_candidates_can_be_ranked_exactly(category, settings):
     assert [h.object.pk for h in page] == _exact_ranking(rare, query)[:10]
     everything = search.nearest(Product.objects.all(), query, limit=10)
     assert not everything.exact  # over the threshold: the HNSW index
+
+
+def test_the_exact_scan_threshold_counts_image_vectors(category, settings):
+    """A product with three images costs the exact scan three vectors: 50
+    candidates with 150 vectors go through the index under a threshold of
+    100, and are ranked exactly under 200."""
+    from django.contrib.contenttypes.models import ContentType
+
+    products = synthetic_products(category, 1000, rare_every=20)  # 50 rare
+    content_type = ContentType.objects.get_for_model(Product)
+    first = {
+        row.object_pk: row
+        for row in ImageVector.objects.filter(content_type=content_type)
+    }
+    rng = np.random.default_rng(5)
+    extra = []
+    for product in products:
+        row = first[str(product.pk)]
+        for position in (1, 2):
+            moved = row.vector + 0.2 * rng.normal(size=512) / 22
+            extra.append(
+                ImageVector(
+                    content_type=content_type,
+                    object_pk=row.object_pk,
+                    group_pk=row.group_pk,
+                    image_model=row.image_model,
+                    source=f"gallery:{position}",
+                    position=position,
+                    vector=moved / np.linalg.norm(moved),
+                )
+            )
+    ImageVector.objects.bulk_create(extra, batch_size=1000)
+    _force_index("ANALYZE catalog_product")  # the statistics autovacuum keeps
+    _force_index("ANALYZE shop_search_imagevector")
+    rare = Product.objects.filter(colour="rare")
+    query = index_view(Product.objects.get(sku="S-0-20")).vector
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 100}
+    through_index = search.nearest(rare, query, limit=10)
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 200}
+    exact = search.nearest(rare, query, limit=10)
+    assert not through_index.exact and exact.exact
+    assert len(through_index) == len(exact) == 10
+    assert exact.hits[0].object.sku == "S-0-20"
+    assert all(hit.object.colour == "rare" for hit in through_index)
