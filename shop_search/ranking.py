@@ -408,30 +408,68 @@ def _vectors_per_product(queryset: models.QuerySet, image_model: str) -> float:
     return max(1.0, vectors / max(1, products))
 
 
+#: The settings of every ranking statement, local to its transaction.
+_HNSW_SETTINGS = (
+    "SELECT set_config('hnsw.ef_search', %s, true), "
+    # Relaxed order finds more of the true neighbours under a filter
+    # (pgvector's README); the statements sort what it returns.
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    "set_config('hnsw.max_scan_tuples', %s, true), "
+    # Starting parallel workers costs milliseconds, more than these
+    # queries take; a busy site has no idle cores for them anyway.
+    "set_config('max_parallel_workers_per_gather', '0', true), "
+    # A backstop: a search that runs away is cancelled (the API and
+    # the page answer 503), instead of holding a worker.
+    "set_config('statement_timeout', %s, true)"
+)
+
+
+class _SettingsCursor:
+    """A cursor that sends :data:`_HNSW_SETTINGS` and each statement in one
+    message (see :func:`hnsw_cursor`), then reads the statement's rows."""
+
+    def __init__(self, cursor: Any, params: list[str]) -> None:
+        self.cursor, self.params = cursor, params
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self.cursor.execute(f"{_HNSW_SETTINGS}; {sql}", [*self.params, *params])
+        self.cursor.nextset()  # past set_config's row, to the statement's
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+
 @contextmanager
 def hnsw_cursor(using: str) -> Iterator[Any]:
-    """A cursor in a transaction with this module's HNSW settings, and no
-    parallel workers."""
-    with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), "
-            # Relaxed order finds more of the true neighbours under a filter
-            # (pgvector's README); the statements sort what it returns.
-            "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-            "set_config('hnsw.max_scan_tuples', %s, true), "
-            # Starting parallel workers costs milliseconds, more than these
-            # queries take; a busy site has no idle cores for them anyway.
-            "set_config('max_parallel_workers_per_gather', '0', true), "
-            # A backstop: a search that runs away is cancelled (the API and
-            # the page answer 503), instead of holding a worker.
-            "set_config('statement_timeout', %s, true)",
-            [
-                str(int(shop_search_settings.EF_SEARCH)),
-                str(int(shop_search_settings.MAX_SCAN_TUPLES)),
-                str(int(float(shop_search_settings.STATEMENT_TIMEOUT) * 1000)),
-            ],
-        )
-        yield cursor
+    """
+    A cursor whose statements run with this module's HNSW settings, no
+    parallel workers and ``STATEMENT_TIMEOUT``, all local to the statement's
+    transaction: nothing stays on the (pooled) connection.
+
+    With Django's default client-side binding, the settings and the
+    statement go to PostgreSQL in one simple-query message, which it runs as
+    one transaction (an implicit one in autocommit mode): one round trip per
+    search instead of four (BEGIN, settings, statement, COMMIT). Inside a
+    transaction (``ATOMIC_REQUESTS``) a savepoint keeps a cancelled search
+    from breaking it. With ``server_side_binding`` (one statement per
+    message) the settings go first, in a transaction.
+    """
+    connection = connections[using]
+    params = [
+        str(int(shop_search_settings.EF_SEARCH)),
+        str(int(shop_search_settings.MAX_SCAN_TUPLES)),
+        str(int(float(shop_search_settings.STATEMENT_TIMEOUT) * 1000)),
+    ]
+    if connection.settings_dict["OPTIONS"].get("server_side_binding"):
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            cursor.execute(_HNSW_SETTINGS, params)
+            yield cursor
+    elif connection.get_autocommit():
+        with connection.cursor() as cursor:
+            yield _SettingsCursor(cursor, params)
+    else:
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            yield _SettingsCursor(cursor, params)
 
 
 def check_limit(limit: int | None, offset: int) -> int:

@@ -95,14 +95,39 @@ def hit(scope: str, ident: str) -> float | None:
     if window is None:
         return None
     key, number, retry_after = window
-    cache = caches[shop_search_settings.CACHE_ALIAS]
-    cache.add(key, 0, int(retry_after) + 1)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, int(retry_after) + 1)
-        count = 1
+    count = _count(caches[shop_search_settings.CACHE_ALIAS], key, int(retry_after) + 1)
     return None if count <= number else retry_after
+
+
+def _count(cache: Any, key: str, timeout: int) -> int:
+    """
+    Add one to the counter ``key`` (created for ``timeout`` seconds) and
+    return it. On Django's Redis cache, one round trip: ``SET NX EX`` and
+    ``INCR`` in one pipeline. On other caches, ``incr`` first: the counter
+    usually exists, and only a window's first request also adds it.
+    """
+    client = _redis_client(cache, key)
+    if client is not None:
+        key = cache.make_and_validate_key(key)
+        pipeline = client.pipeline(transaction=False)
+        pipeline.set(key, 0, ex=timeout, nx=True)
+        pipeline.incr(key)
+        return int(pipeline.execute()[1])
+    try:
+        return cache.incr(key)
+    except ValueError:  # the window's first request
+        if cache.add(key, 1, timeout):
+            return 1
+        return cache.incr(key)  # another request added it meanwhile
+
+
+def _redis_client(cache: Any, key: str) -> Any:
+    """The redis-py client behind Django's own Redis cache, else None."""
+    from django.core.cache.backends.redis import RedisCache
+
+    if not isinstance(cache, RedisCache):
+        return None
+    return cache._cache.get_client(key, write=True)
 
 
 def blocked(scope: str, ident: str) -> float | None:

@@ -48,6 +48,7 @@ from ..registry import declaration
 from ..uploads import limit_upload_size
 from . import serializers as s
 from .parsers import SafeJSONParser
+from .serializers import own_field_image
 from .throttling import SearchRateThrottle
 
 __all__ = [
@@ -176,26 +177,14 @@ class _SearchView(APIView):
 
     def _serializer_lookups(self) -> tuple[Any, ...]:
         serializer_class = import_from_setting("PRODUCT_SERIALIZER")
-        lookups = list(getattr(serializer_class, "prefetch_related", ()))
-        # The result card's image comes from the first gallery image: one
-        # query for the page's galleries, not one per product.
-        declared = declaration(search.product_model())
-        for path in declared.images:
-            relation = path.split(LOOKUP_SEP, 1)[0]
-            if declared.gallery(path) is not None and relation not in lookups:
-                lookups.append(relation)
-        return tuple(lookups)
+        return tuple(getattr(serializer_class, "prefetch_related", ()))
 
     def serialize_hits(self, page: search.Page) -> list[dict[str, Any]]:
         serializer_class = import_from_setting("PRODUCT_SERIALIZER")
         context = {"request": self.request, "view": self}
         objects = [hit.object for hit in page]
-        # Related objects the serializer shows (a category name, say), fetched
-        # in one query per relation instead of one per product (none for
-        # those the results' query already joined, see _joined).
-        lookups = self._serializer_lookups()
-        if lookups and objects:
-            prefetch_related_objects(objects, *lookups)
+        if objects:
+            _prefetch(objects, self._serializer_lookups())
         products = serializer_class(objects, many=True, context=context).data
         return [
             {"score": round(hit.score, 6), "matched": hit.matched, "product": product}
@@ -209,6 +198,29 @@ class _SearchView(APIView):
             "offset": page.offset,
             "next_offset": page.offset + page.limit if page.has_more else None,
         }
+
+
+def _prefetch(objects: list[Any], lookups: tuple[Any, ...]) -> None:
+    """
+    Related objects the serializer shows (a category name, say), fetched in
+    one query per relation instead of one per product (none for those the
+    results' query already joined, see :func:`_joined`). The result card's
+    image comes from a gallery only for products without an image field of
+    their own: their galleries come in one query, and none is made when
+    every product has its own image.
+    """
+    if lookups:
+        prefetch_related_objects(objects, *lookups)
+    declared = declaration(type(objects[0]))
+    galleries: list[str] = []
+    for path in declared.images:
+        relation = path.split(LOOKUP_SEP, 1)[0]
+        if declared.gallery(path) is not None and relation not in lookups:
+            galleries.append(relation)
+    if galleries:
+        without = [obj for obj in objects if own_field_image(obj) is None]
+        if without:
+            prefetch_related_objects(without, *galleries)
 
 
 def _joined(queryset: Any, lookups: tuple[Any, ...]) -> Any:
