@@ -247,10 +247,13 @@ def rank(
         params += [best, cap + 1]
     if query_vector is not None:
         vector = vector_literal(query_vector)
+        # Sorted again outside: a relaxed iterative scan (under a filter)
+        # may return the nearest slightly out of order.
         parts.append(
-            "(SELECT 'meaning', object_pk, (-(vector <#> %s::halfvec))::float "
+            "(SELECT 'meaning', object_pk, similarity FROM (SELECT object_pk, "
+            "(-(vector <#> %s::halfvec))::float AS similarity "
             "FROM docs WHERE text_model = %s AND vector IS NOT NULL "
-            "ORDER BY vector <#> %s::halfvec LIMIT %s)"
+            "ORDER BY vector <#> %s::halfvec LIMIT %s) AS m ORDER BY 3 DESC, 2)"
         )
         params += [vector, text_model, vector, depth]
     if image is not None:
