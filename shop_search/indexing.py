@@ -365,13 +365,24 @@ def _finish(model: type[models.Model], batch: _Batch) -> IndexResult:
             .annotate(_ss_digest=declaration(model).images_sql())
             .values_list("pk", "_ss_digest")
         }
+        current = []
         for item in batch.work:
             key = str(item.row.pk)
             if now.get(key) != item.digest:
                 outcome.setdefault(key, "skipped")
                 continue
-            outcome[key] = _write(content_type, item, using, outcome.get(key))
+            current.append(item)
             result.images += len(item.vectors)
+        for item, what in zip(
+            current, _write(content_type, current, using), strict=True
+        ):
+            key = str(item.row.pk)
+            earlier = outcome.get(key)
+            # Of a product written for two models (during a switch), a
+            # failure or an encoding for the first one stands.
+            if what != "failed" and earlier in ("failed", "encoded"):
+                what = earlier
+            outcome[key] = what
     for key, what in outcome.items():
         setattr(result, what, getattr(result, what) + 1)
         if what == "encoded":
@@ -424,18 +435,39 @@ def _encode(image_model: str, work: list[_Work], decoded: dict[str, Any]) -> Non
                 )
 
 
-def _write(content_type: Any, item: _Work, using: str, earlier: str | None) -> str:
-    """Store ``item``'s vectors and entry; what happened to the product."""
-    key = str(item.row.pk)
-    vectors = ImageVector.objects.using(using).filter(
-        content_type=content_type, object_pk=key, image_model=item.image_model
-    )
-    keep = [s.key for s in item.sources]
-    removed, _ = vectors.exclude(source__in=keep).delete()
+def _write(content_type: Any, work: list[_Work], using: str) -> list[str]:
+    """
+    Store the vectors and entries of ``work`` (a batch, inside its
+    transaction) in a few statements for the whole batch, not a few per
+    product; what happened to each item's product.
+    """
+    if not work:
+        return []
+    vectors = ImageVector.objects.using(using).filter(content_type=content_type)
+    keys = {str(item.row.pk) for item in work}
+    models_ = {item.image_model for item in work}
+    keep = {
+        (str(item.row.pk), item.image_model): {s.key for s in item.sources}
+        for item in work
+    }
+    # Vectors of images the products no longer show.
+    stale: list[Any] = []
+    removed: dict[tuple[str, str], int] = {}
+    for pk, object_pk, image_model, source in vectors.filter(
+        object_pk__in=keys, image_model__in=models_
+    ).values_list("pk", "object_pk", "image_model", "source"):
+        wanted = keep.get((object_pk, image_model))
+        if wanted is not None and source not in wanted:
+            stale.append(pk)
+            removed[object_pk, image_model] = (
+                removed.get((object_pk, image_model), 0) + 1
+            )
+    if stale:
+        vectors.filter(pk__in=stale).delete()
     new = [
         ImageVector(
             content_type=content_type,
-            object_pk=key,
+            object_pk=str(item.row.pk),
             group_pk=item.group,
             image_model=item.image_model,
             source=source.key,
@@ -443,6 +475,7 @@ def _write(content_type: Any, item: _Work, using: str, earlier: str | None) -> s
             fingerprint=source.fingerprint,
             vector=item.vectors[source.key],
         )
+        for item in work
         for source in item.sources
         if source.key in item.vectors
     ]
@@ -453,33 +486,50 @@ def _write(content_type: Any, item: _Work, using: str, earlier: str | None) -> s
             unique_fields=["content_type", "object_pk", "image_model", "source"],
             update_fields=["group_pk", "position", "fingerprint", "vector"],
         )
-    for source in item.sources:
-        fingerprint, position, group = item.stored.get(source.key, ("", -1, ""))
-        if source.key not in item.vectors and fingerprint == source.fingerprint:
-            if (position, group) != (source.position, item.group):
-                vectors.filter(source=source.key).update(
-                    position=source.position, group_pk=item.group
-                )
-    error = "; ".join(item.errors)[:2000]
-    previous = item.previous
-    attempts = 0
-    if error:
-        again = (
-            previous is not None and previous.digest == item.digest and previous.error
+    entries = []
+    outcomes = []
+    for item in work:
+        key = str(item.row.pk)
+        for source in item.sources:
+            fingerprint, position, group = item.stored.get(source.key, ("", -1, ""))
+            if source.key not in item.vectors and fingerprint == source.fingerprint:
+                if (position, group) != (source.position, item.group):
+                    vectors.filter(
+                        object_pk=key, image_model=item.image_model, source=source.key
+                    ).update(position=source.position, group_pk=item.group)
+        error = "; ".join(item.errors)[:2000]
+        previous = item.previous
+        attempts = 0
+        if error:
+            again = (
+                previous is not None
+                and previous.digest == item.digest
+                and previous.error
+            )
+            attempts = (previous.attempts if again else 0) + 1
+        entries.append(
+            IndexEntry(
+                content_type=content_type,
+                object_pk=key,
+                image_model=item.image_model,
+                digest=item.digest,
+                error=error,
+                attempts=attempts,
+            )
         )
-        attempts = (previous.attempts if again else 0) + 1
-    IndexEntry.objects.using(using).update_or_create(
-        content_type=content_type,
-        object_pk=key,
-        image_model=item.image_model,
-        defaults={"digest": item.digest, "error": error, "attempts": attempts},
+        gone = removed.get((key, item.image_model), 0)
+        if error:
+            outcomes.append("failed")
+        elif any(source.key in item.vectors for source in item.sources):
+            outcomes.append("encoded")
+        elif not item.sources:
+            outcomes.append("cleared" if gone else "skipped")
+        else:
+            outcomes.append("encoded" if gone else "skipped")
+    IndexEntry.objects.using(using).bulk_create(
+        entries,
+        update_conflicts=True,
+        unique_fields=["content_type", "object_pk", "image_model"],
+        update_fields=["digest", "error", "attempts", "indexed_at"],
     )
-    if error:
-        return "failed"
-    if earlier in ("failed", "encoded"):
-        return earlier
-    if new:
-        return "encoded"
-    if not item.sources:
-        return "cleared" if removed else "skipped"
-    return "encoded" if removed else "skipped"
+    return outcomes
