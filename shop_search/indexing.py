@@ -160,19 +160,31 @@ def index_objects(
     if documents:
         index_documents(model, pks, force=force)
     batches = [pks[i : i + batch_size] for i in range(0, len(pks), batch_size)]
-    # Decoding the next batch's images runs in a thread while the model
-    # encodes this batch (torch and ONNX Runtime release the GIL); database
-    # work stays in this thread.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shop_search") as pool:
-        upcoming = _prepare(model, batches[0], force, pool) if batches else None
-        for index in range(len(batches)):
-            current = upcoming
-            if index + 1 < len(batches):
-                upcoming = _prepare(model, batches[index + 1], force, pool)
-            result = _finish(model, current)
-            total += result
-            if progress is not None:
-                progress(result)
+    # Three stages, each in its own thread, so that the model never waits
+    # on the others: a batch's images are decoded (in threads of their own)
+    # while the model encodes the batch before, and the batch before that is
+    # written to the database by this thread, the only one that touches it.
+    # Torch, ONNX Runtime and Pillow release the GIL while they work.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="shop_search-decode") as decoding,
+        ThreadPoolExecutor(1, thread_name_prefix="shop_search-encode") as encoding,
+    ):
+        pools = (decoding, encoding)
+        try:
+            ahead = [_prepare(model, pks, force, pools) for pks in batches[:2]]
+            for index in range(len(batches)):
+                if index + 2 < len(batches):
+                    ahead.append(_prepare(model, batches[index + 2], force, pools))
+                result = _finish(model, ahead.pop(0))
+                total += result
+                if progress is not None:
+                    progress(result)
+        except BaseException:
+            # The model failed to load, the database went away, Ctrl-C: the
+            # batches queued behind are not worth encoding.
+            for pool in pools:
+                pool.shutdown(cancel_futures=True)
+            raise
     return total
 
 
@@ -204,13 +216,14 @@ class _Work:
 class _Batch:
     pks: list[Any]
     work: list[_Work]
-    decoded: Future  # -> {fingerprint: image or ImageError}
+    encoded: Future  # done when each item has its vectors or errors
 
 
 def _prepare(
-    model: type[models.Model], pks: list[Any], force: bool, pool: Any
+    model: type[models.Model], pks: list[Any], force: bool, pools: tuple[Any, Any]
 ) -> _Batch:
-    """Find what the rows of ``pks`` need; start decoding the new images."""
+    """Find what the rows of ``pks`` need; queue the decoding and encoding of
+    the new images on ``pools`` (a decoding and an encoding thread)."""
     decl = declaration(model)
     using = model._base_manager.db
     content_type = ContentType.objects.db_manager(using).get_for_model(
@@ -276,8 +289,9 @@ def _prepare(
         for image_model in {item.image_model for item in work if item.to_encode}
     }
     size = sizes.pop() if len(sizes) == 1 else None
-    decoded = pool.submit(_decode, list(needed.values()), size)
-    return _Batch(pks, work, decoded)
+    decoding, encoding = pools
+    decoded = decoding.submit(_decode, list(needed.values()), size)
+    return _Batch(pks, work, encoding.submit(_encode_all, work, decoded))
 
 
 def _with_galleries(queryset: models.QuerySet) -> models.QuerySet:
@@ -338,17 +352,18 @@ def _decode(sources: list[ImageSource], size: int | None) -> dict[str, Any]:
     }
 
 
+def _encode_all(work: list[_Work], decoded: Future) -> None:
+    """Encode a batch's decoded images with each image model in play."""
+    images = decoded.result()
+    for image_model in {item.image_model for item in work}:
+        _encode(image_model, [w for w in work if w.image_model == image_model], images)
+
+
 def _finish(model: type[models.Model], batch: _Batch) -> IndexResult:
-    """Encode a prepared batch and write its vectors, in one transaction."""
+    """Write a prepared batch's vectors once encoded, in one transaction."""
     touched = {str(item.row.pk) for item in batch.work}
     result = IndexResult(skipped=len(batch.pks) - len(touched))
-    decoded = batch.decoded.result()
-    for image_model in {item.image_model for item in batch.work}:
-        _encode(
-            image_model,
-            [w for w in batch.work if w.image_model == image_model],
-            decoded,
-        )
+    batch.encoded.result()
     using = model._base_manager.db
     content_type = ContentType.objects.db_manager(using).get_for_model(
         model, for_concrete_model=False
