@@ -160,19 +160,31 @@ def index_objects(
     if documents:
         index_documents(model, pks, force=force)
     batches = [pks[i : i + batch_size] for i in range(0, len(pks), batch_size)]
-    # Decoding the next batch's images runs in a thread while the model
-    # encodes this batch (torch and ONNX Runtime release the GIL); database
-    # work stays in this thread.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shop_search") as pool:
-        upcoming = _prepare(model, batches[0], force, pool) if batches else None
-        for index in range(len(batches)):
-            current = upcoming
-            if index + 1 < len(batches):
-                upcoming = _prepare(model, batches[index + 1], force, pool)
-            result = _finish(model, current)
-            total += result
-            if progress is not None:
-                progress(result)
+    # Three stages, each in its own thread, so that the model never waits
+    # on the others: a batch's images are decoded (in threads of their own)
+    # while the model encodes the batch before, and the batch before that is
+    # written to the database by this thread, the only one that touches it.
+    # Torch, ONNX Runtime and Pillow release the GIL while they work.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="shop_search-decode") as decoding,
+        ThreadPoolExecutor(1, thread_name_prefix="shop_search-encode") as encoding,
+    ):
+        pools = (decoding, encoding)
+        try:
+            ahead = [_prepare(model, pks, force, pools) for pks in batches[:2]]
+            for index in range(len(batches)):
+                if index + 2 < len(batches):
+                    ahead.append(_prepare(model, batches[index + 2], force, pools))
+                result = _finish(model, ahead.pop(0))
+                total += result
+                if progress is not None:
+                    progress(result)
+        except BaseException:
+            # The model failed to load, the database went away, Ctrl-C: the
+            # batches queued behind are not worth encoding.
+            for pool in pools:
+                pool.shutdown(cancel_futures=True)
+            raise
     return total
 
 
@@ -204,13 +216,14 @@ class _Work:
 class _Batch:
     pks: list[Any]
     work: list[_Work]
-    decoded: Future  # -> {fingerprint: image or ImageError}
+    encoded: Future  # done when each item has its vectors or errors
 
 
 def _prepare(
-    model: type[models.Model], pks: list[Any], force: bool, pool: Any
+    model: type[models.Model], pks: list[Any], force: bool, pools: tuple[Any, Any]
 ) -> _Batch:
-    """Find what the rows of ``pks`` need; start decoding the new images."""
+    """Find what the rows of ``pks`` need; queue the decoding and encoding of
+    the new images on ``pools`` (a decoding and an encoding thread)."""
     decl = declaration(model)
     using = model._base_manager.db
     content_type = ContentType.objects.db_manager(using).get_for_model(
@@ -276,8 +289,9 @@ def _prepare(
         for image_model in {item.image_model for item in work if item.to_encode}
     }
     size = sizes.pop() if len(sizes) == 1 else None
-    decoded = pool.submit(_decode, list(needed.values()), size)
-    return _Batch(pks, work, decoded)
+    decoding, encoding = pools
+    decoded = decoding.submit(_decode, list(needed.values()), size)
+    return _Batch(pks, work, encoding.submit(_encode_all, work, decoded))
 
 
 def _with_galleries(queryset: models.QuerySet) -> models.QuerySet:
@@ -338,17 +352,18 @@ def _decode(sources: list[ImageSource], size: int | None) -> dict[str, Any]:
     }
 
 
+def _encode_all(work: list[_Work], decoded: Future) -> None:
+    """Encode a batch's decoded images with each image model in play."""
+    images = decoded.result()
+    for image_model in {item.image_model for item in work}:
+        _encode(image_model, [w for w in work if w.image_model == image_model], images)
+
+
 def _finish(model: type[models.Model], batch: _Batch) -> IndexResult:
-    """Encode a prepared batch and write its vectors, in one transaction."""
+    """Write a prepared batch's vectors once encoded, in one transaction."""
     touched = {str(item.row.pk) for item in batch.work}
     result = IndexResult(skipped=len(batch.pks) - len(touched))
-    decoded = batch.decoded.result()
-    for image_model in {item.image_model for item in batch.work}:
-        _encode(
-            image_model,
-            [w for w in batch.work if w.image_model == image_model],
-            decoded,
-        )
+    batch.encoded.result()
     using = model._base_manager.db
     content_type = ContentType.objects.db_manager(using).get_for_model(
         model, for_concrete_model=False
@@ -365,13 +380,24 @@ def _finish(model: type[models.Model], batch: _Batch) -> IndexResult:
             .annotate(_ss_digest=declaration(model).images_sql())
             .values_list("pk", "_ss_digest")
         }
+        current = []
         for item in batch.work:
             key = str(item.row.pk)
             if now.get(key) != item.digest:
                 outcome.setdefault(key, "skipped")
                 continue
-            outcome[key] = _write(content_type, item, using, outcome.get(key))
+            current.append(item)
             result.images += len(item.vectors)
+        for item, what in zip(
+            current, _write(content_type, current, using), strict=True
+        ):
+            key = str(item.row.pk)
+            earlier = outcome.get(key)
+            # Of a product written for two models (during a switch), a
+            # failure or an encoding for the first one stands.
+            if what != "failed" and earlier in ("failed", "encoded"):
+                what = earlier
+            outcome[key] = what
     for key, what in outcome.items():
         setattr(result, what, getattr(result, what) + 1)
         if what == "encoded":
@@ -424,18 +450,39 @@ def _encode(image_model: str, work: list[_Work], decoded: dict[str, Any]) -> Non
                 )
 
 
-def _write(content_type: Any, item: _Work, using: str, earlier: str | None) -> str:
-    """Store ``item``'s vectors and entry; what happened to the product."""
-    key = str(item.row.pk)
-    vectors = ImageVector.objects.using(using).filter(
-        content_type=content_type, object_pk=key, image_model=item.image_model
-    )
-    keep = [s.key for s in item.sources]
-    removed, _ = vectors.exclude(source__in=keep).delete()
+def _write(content_type: Any, work: list[_Work], using: str) -> list[str]:
+    """
+    Store the vectors and entries of ``work`` (a batch, inside its
+    transaction) in a few statements for the whole batch, not a few per
+    product; what happened to each item's product.
+    """
+    if not work:
+        return []
+    vectors = ImageVector.objects.using(using).filter(content_type=content_type)
+    keys = {str(item.row.pk) for item in work}
+    models_ = {item.image_model for item in work}
+    keep = {
+        (str(item.row.pk), item.image_model): {s.key for s in item.sources}
+        for item in work
+    }
+    # Vectors of images the products no longer show.
+    stale: list[Any] = []
+    removed: dict[tuple[str, str], int] = {}
+    for pk, object_pk, image_model, source in vectors.filter(
+        object_pk__in=keys, image_model__in=models_
+    ).values_list("pk", "object_pk", "image_model", "source"):
+        wanted = keep.get((object_pk, image_model))
+        if wanted is not None and source not in wanted:
+            stale.append(pk)
+            removed[object_pk, image_model] = (
+                removed.get((object_pk, image_model), 0) + 1
+            )
+    if stale:
+        vectors.filter(pk__in=stale).delete()
     new = [
         ImageVector(
             content_type=content_type,
-            object_pk=key,
+            object_pk=str(item.row.pk),
             group_pk=item.group,
             image_model=item.image_model,
             source=source.key,
@@ -443,6 +490,7 @@ def _write(content_type: Any, item: _Work, using: str, earlier: str | None) -> s
             fingerprint=source.fingerprint,
             vector=item.vectors[source.key],
         )
+        for item in work
         for source in item.sources
         if source.key in item.vectors
     ]
@@ -453,33 +501,50 @@ def _write(content_type: Any, item: _Work, using: str, earlier: str | None) -> s
             unique_fields=["content_type", "object_pk", "image_model", "source"],
             update_fields=["group_pk", "position", "fingerprint", "vector"],
         )
-    for source in item.sources:
-        fingerprint, position, group = item.stored.get(source.key, ("", -1, ""))
-        if source.key not in item.vectors and fingerprint == source.fingerprint:
-            if (position, group) != (source.position, item.group):
-                vectors.filter(source=source.key).update(
-                    position=source.position, group_pk=item.group
-                )
-    error = "; ".join(item.errors)[:2000]
-    previous = item.previous
-    attempts = 0
-    if error:
-        again = (
-            previous is not None and previous.digest == item.digest and previous.error
+    entries = []
+    outcomes = []
+    for item in work:
+        key = str(item.row.pk)
+        for source in item.sources:
+            fingerprint, position, group = item.stored.get(source.key, ("", -1, ""))
+            if source.key not in item.vectors and fingerprint == source.fingerprint:
+                if (position, group) != (source.position, item.group):
+                    vectors.filter(
+                        object_pk=key, image_model=item.image_model, source=source.key
+                    ).update(position=source.position, group_pk=item.group)
+        error = "; ".join(item.errors)[:2000]
+        previous = item.previous
+        attempts = 0
+        if error:
+            again = (
+                previous is not None
+                and previous.digest == item.digest
+                and previous.error
+            )
+            attempts = (previous.attempts if again else 0) + 1
+        entries.append(
+            IndexEntry(
+                content_type=content_type,
+                object_pk=key,
+                image_model=item.image_model,
+                digest=item.digest,
+                error=error,
+                attempts=attempts,
+            )
         )
-        attempts = (previous.attempts if again else 0) + 1
-    IndexEntry.objects.using(using).update_or_create(
-        content_type=content_type,
-        object_pk=key,
-        image_model=item.image_model,
-        defaults={"digest": item.digest, "error": error, "attempts": attempts},
+        gone = removed.get((key, item.image_model), 0)
+        if error:
+            outcomes.append("failed")
+        elif any(source.key in item.vectors for source in item.sources):
+            outcomes.append("encoded")
+        elif not item.sources:
+            outcomes.append("cleared" if gone else "skipped")
+        else:
+            outcomes.append("encoded" if gone else "skipped")
+    IndexEntry.objects.using(using).bulk_create(
+        entries,
+        update_conflicts=True,
+        unique_fields=["content_type", "object_pk", "image_model"],
+        update_fields=["digest", "error", "attempts", "indexed_at"],
     )
-    if error:
-        return "failed"
-    if earlier in ("failed", "encoded"):
-        return earlier
-    if new:
-        return "encoded"
-    if not item.sources:
-        return "cleared" if removed else "skipped"
-    return "encoded" if removed else "skipped"
+    return outcomes

@@ -14,7 +14,6 @@ from typing import Any
 from django.db import models
 from django.db.models.functions import Cast
 
-from .conf import shop_search_settings
 from .encoders import encoder_for
 from .exceptions import EncodingError, ModelLoadError
 from .models import serving
@@ -122,10 +121,12 @@ def _write_documents(content_type: Any, changed: list, text_model: str) -> None:
     titles = [document.names.replace("\n", " / ") for _key, document in changed]
     try:
         encoder = encoder_for(text_model)
-        size = max(1, int(shop_search_settings.BATCH_SIZE))
-        vectors = []
-        for start in range(0, len(titles), size):
-            vectors.extend(encoder.encode_texts(titles[start : start + size]))
+        # All at once: the encoder batches texts of similar lengths together
+        # (less padding than batches in pk order), and encodes each distinct
+        # title once (variants often share their parent's names).
+        distinct = list(dict.fromkeys(titles))
+        encoded = dict(zip(distinct, encoder.encode_texts(distinct), strict=True))
+        vectors = [encoded[title] for title in titles]
     except (EncodingError, ModelLoadError) as exc:
         # The words still count (lexical channels); the semantic channel
         # waits for the next run.

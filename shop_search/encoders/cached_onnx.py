@@ -171,9 +171,26 @@ class CachedTowers:
             return {"pixel_values": square.pixel_values(inputs), "modality": "image"}
         return self._tokenize(list(inputs))
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text becomes (truncated as the tower takes it)."""
+        encodings = self._tokenizer_for(list(texts))
+        return [sum(encoding.attention_mask) for encoding in encodings]
+
     def _tokenize(self, texts: list[str]) -> dict[str, Any]:
         import numpy as np
 
+        encodings = self._tokenizer_for(texts)
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array(
+                [e.attention_mask for e in encodings], dtype=np.int64
+            ),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            "modality": "text",
+        }
+
+    def _tokenizer_for(self, texts: list[str]) -> list[Any]:
+        """``texts`` through the model's tokenizer, padded to the longest."""
         spec = self.records["text"]["text"]
         if self._tokenizer is None:
             from tokenizers import Tokenizer
@@ -188,15 +205,7 @@ class CachedTowers:
             self._tokenizer = tokenizer
         if spec["lower_case"]:
             texts = [text.lower() for text in texts]
-        encodings = self._tokenizer.encode_batch(texts)
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array(
-                [e.attention_mask for e in encodings], dtype=np.int64
-            ),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-            "modality": "text",
-        }
+        return self._tokenizer.encode_batch(texts)
 
     def _open(self, modality: str) -> OnnxTower | None:
         import numpy as np

@@ -263,6 +263,7 @@ class SentenceTransformerEncoder(BaseEncoder):
         return self._encode(list(images), "image")
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self._load_once()
         return self._encode(list(texts), "text")
 
     def preprocess(self, inputs: Sequence[Any]) -> dict[str, Any]:
@@ -344,9 +345,14 @@ class SentenceTransformerEncoder(BaseEncoder):
         import numpy as np
 
         order = np.arange(len(inputs))
-        if modality == "text":
-            # Batches of similar lengths pad less (sentence-transformers does too).
-            order = np.argsort([-len(text) for text in inputs], kind="stable")
+        if modality == "text" and len(inputs) > self.batch_size:
+            # Batches of similar lengths pad less. In tokens, not characters
+            # (as sentence-transformers sorts): a name in Chinese is short in
+            # characters, not in tokens, and the demo's names padded by a
+            # quarter when sorted by characters, 6% by tokens.
+            order = np.argsort(
+                [-length for length in self._token_counts(inputs)], kind="stable"
+            )
         splits = range(self.batch_size, len(order), self.batch_size)
         parts = [
             encode([inputs[i] for i in chunk])
@@ -356,6 +362,19 @@ class SentenceTransformerEncoder(BaseEncoder):
         vectors = np.empty_like(stacked)
         vectors[order] = stacked
         return vectors
+
+    def _token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text where the tokenizer is at hand, else characters."""
+        cached = self._cached
+        if cached is not None and "text" in cached.records:
+            with self._preprocess_lock:
+                return cached.token_counts(texts)
+        tokenizer = getattr(self._model, "tokenizer", None)
+        if tokenizer is not None and getattr(tokenizer, "is_fast", False):
+            with self._preprocess_lock:
+                encoded = tokenizer(list(texts), truncation=True)
+                return [len(ids) for ids in encoded["input_ids"]]
+        return [len(text) for text in texts]
 
     def _torch_vectors(
         self, model: Any, inputs: Sequence[Any], modality: str, precision: str
