@@ -432,6 +432,13 @@ class CategorySuggestView(_SearchView):
                 description="Categories, most likely first; probabilities over all "
                 "categories sum to 1.",
             ),
+            413: OpenApiResponse(
+                s.ErrorSerializer,
+                description="Image too large or too costly to decode.",
+            ),
+            415: OpenApiResponse(
+                s.ErrorSerializer, description="Neither multipart nor JSON."
+            ),
             **_ERRORS,
         },
         examples=[
