@@ -31,6 +31,7 @@ __all__ = [
     "estimated_rows",
     "ranks_exactly",
     "vector_depth",
+    "channel_vector_depth",
     "check_limit",
     "hnsw_cursor",
     "image_channel_sql",
@@ -315,10 +316,28 @@ def image_channel_sql(
         queryset,
         vector,
         image_model,
-        depth=vector_depth(queryset, image_model, depth),
+        depth=channel_vector_depth(queryset, image_model, depth),
         exact=exact,
     )
     return f"SELECT object_pk, d FROM ({sql}) AS ranked", [*params, depth]
+
+
+def channel_vector_depth(
+    queryset: models.QuerySet, image_model: str, families: int
+) -> int:
+    """
+    How many nearest vectors the text search's image channel takes for
+    ``families`` products: the first image of each, and half the others.
+    A text query lies about as far from every photo of a product, so a
+    family's other photos seldom crowd the nearest vectors the way they do
+    around a photo query (``bench/storage.py``'s 3-image catalog: the 200
+    vectors nearest to each of 60 text queries held 101 to 139 families,
+    unfiltered and 10%-filtered). Through the HNSW index under a filter the
+    channel's cost follows this depth; a channel may come up short, which
+    only takes its weakest ranks out of the fusion.
+    """
+    per_product = _vectors_per_product(queryset, image_model)
+    return math.ceil(families * (1 + (per_product - 1) / 2))
 
 
 def _cached_page(
