@@ -56,22 +56,30 @@ def fuse(
     k = float(shop_search_settings.RRF_K)
     base = max(1, int(shop_search_settings.CHANNEL_DEPTH))
     image_floor, meaning_floor = floors
-    ranks: dict[str, list[tuple[str, int, bool]]] = {}
+    # Per product: its best position, (weight, position) per channel, and
+    # the channels whose hit beats the noise floor. Runs on every search:
+    # one pass over the hits, no per-product generators.
+    ranks: dict[str, tuple[list[int], list[tuple[float, int]], list[str]]] = {}
     for channel, hits in channels.hits.items():
         floor = {"image": image_floor, "meaning": meaning_floor}.get(channel)
+        weight = float(weights.get(channel, 1.0))
         for position, (key, score) in enumerate(hits, start=1):
-            above = floor is None or score > floor
-            ranks.setdefault(key, []).append((channel, position, above))
+            entry = ranks.get(key)
+            if entry is None:
+                entry = ranks[key] = ([position], [], [])
+            elif position < entry[0][0]:
+                entry[0][0] = position
+            entry[1].append((weight, position))
+            if floor is None or score > floor:
+                entry[2].append(channel)
     scored = []
-    for key, found in ranks.items():
-        tier = min(_tier(position, base) for _c, position, _a in found)
+    for key, ([best], found, matched) in ranks.items():
+        tier = _tier(best, base)
         reach = base << tier
-        total = sum(
-            float(weights.get(channel, 1.0)) / (k + position)
-            for channel, position, _above in found
-            if position <= reach
-        )
-        matched = [channel for channel, _p, above in found if above]
+        total = 0.0
+        for weight, position in found:
+            if position <= reach:
+                total += weight / (k + position)
         scored.append((tier, -total, key, matched))
     scored.sort()
     return {key: (-negative, matched) for _t, negative, key, matched in scored}

@@ -32,7 +32,7 @@ from django.db import connections, models
 
 from .conf import shop_search_settings
 from .documents import fold, tokens
-from .ranking import hnsw_cursor, vector_literal
+from .ranking import candidate_sql, hnsw_cursor, vector_literal
 
 __all__ = [
     "Channels",
@@ -163,9 +163,7 @@ def _documents(
         # (shop_search_reindex removes those of rows deleted behind Django's
         # back), so there is nothing to check.
         return sql, [content_type.pk]
-    candidates_sql, candidates_params = (
-        queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
-    )
+    candidates_sql, candidates_params = candidate_sql(queryset)
     pk_type = queryset.model._meta.pk.cast_db_type(connections[using])
     sql += f"AND EXISTS (SELECT 1 FROM ({candidates_sql}) AS c(pk) "
     sql += f"WHERE c.pk = d.object_pk::{pk_type})"
