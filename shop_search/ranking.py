@@ -376,15 +376,15 @@ def candidate_sql(queryset: models.QuerySet) -> tuple[str, list[Any]]:
     queryset, and Django's compiler costs a tenth of a millisecond a time);
     a queryset is not changed in place, ``filter()`` makes a new one.
     """
-    using = queryset.db
+    using, query = queryset.db, queryset.query
     built = queryset.__dict__.get("_shop_search_candidates")
-    if built is None or built[0] != using:
+    if built is None or built[0] != using or built[1] is not query:
         sql, params = (
             queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
         )
-        built = (using, sql, tuple(params))
+        built = (using, query, sql, tuple(params))
         queryset.__dict__["_shop_search_candidates"] = built
-    return built[1], list(built[2])
+    return built[2], list(built[3])
 
 
 def estimated_rows(queryset: models.QuerySet) -> int:

@@ -295,3 +295,15 @@ def test_the_exact_scan_threshold_counts_image_vectors(category, settings):
     model = ImageVector.objects.values_list("image_model", flat=True).first()
     assert vector_depth(rare, model, 100) == 300
     assert channel_vector_depth(rare, model, 100) == 200
+
+
+def test_a_queryset_given_another_query_is_ranked_by_it(category):
+    """The candidates' SQL is built once per queryset: assigning the
+    queryset another query (as some filtering libraries do) is seen."""
+    synthetic_products(category, 40, rare_every=10)  # 4 rare
+    query = index_view(Product.objects.get(sku="S-0-3")).vector
+    candidates = Product.objects.all()
+    assert len(search.nearest(candidates, query, limit=10)) == 10
+    candidates.query = Product.objects.filter(colour="rare").query
+    page = search.nearest(candidates, query, limit=10)
+    assert len(page) == 4 and all(hit.object.colour == "rare" for hit in page)
