@@ -67,7 +67,10 @@ PHASES = [
         "candidate queryset (visibility, filters)",
         "shop_search.api.views:_SearchView.filtered_queryset",
     ),
-    ("row estimate (exact scan or index?)", "shop_search.ranking:estimated_rows"),
+    (
+        "row estimate (exact scan or index?)",
+        "shop_search.estimates:estimated_rows|shop_search.ranking:estimated_rows",
+    ),
     ("image channel SQL (built)", "shop_search.search:image_channel_sql"),
     ("ranking SQL (every channel, one statement)", "shop_search.lexical:rank"),
     ("noise floors (cached)", "shop_search.calibration:noise_floors"),

@@ -32,7 +32,8 @@ from django.db import connections, models
 
 from .conf import shop_search_settings
 from .documents import fold, tokens
-from .ranking import candidate_sql, hnsw_cursor, vector_literal
+from .estimates import candidate_sql
+from .ranking import hnsw_cursor, vector_literal
 
 __all__ = [
     "Channels",

@@ -24,12 +24,12 @@ from django.db import models
 
 from . import calibration, fusion, lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
+from .estimates import estimated_rows
 from .look import Look, LookItem, shop_the_look
 from .ranking import (
     Hit,
     Page,
     check_limit,
-    estimated_rows,
     image_channel_sql,
     nearest,
     stored_vector,

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from demo_shop.catalog.models import Category, Product
-from shop_search import categories, ranking, read_cache
+from shop_search import categories, estimates, read_cache
 from shop_search.models import IndexState
 
 # Outside a transaction, as a request of a site without ATOMIC_REQUESTS runs.
@@ -87,12 +87,12 @@ def _explains(call) -> int:
 
 def test_row_estimate_is_planned_once_per_sql(category):
     products = Product.objects.all()
-    estimate = ranking.estimated_rows(products)
-    assert _explains(lambda: ranking.estimated_rows(products)) == 0
-    assert ranking.estimated_rows(Product.objects.all()) == estimate
+    estimate = estimates.estimated_rows(products)
+    assert _explains(lambda: estimates.estimated_rows(products)) == 0
+    assert estimates.estimated_rows(Product.objects.all()) == estimate
     # Another filter is another plan.
-    assert _explains(lambda: ranking.estimated_rows(products.filter(price=3))) == 1
-    assert _explains(lambda: ranking.estimated_rows(products.filter(price=4))) == 1
+    assert _explains(lambda: estimates.estimated_rows(products.filter(price=3))) == 1
+    assert _explains(lambda: estimates.estimated_rows(products.filter(price=4))) == 1
 
 
 def test_migrate_or_flush_forgets_every_cached_read(category):

@@ -290,7 +290,7 @@ def test_the_exact_scan_threshold_counts_image_vectors(category, settings):
     assert all(hit.object.colour == "rare" for hit in through_index)
     # A photo query takes every image's vector for each family it wants; the
     # text search's image channel the first and half the others (2 of 3).
-    from shop_search.ranking import channel_vector_depth, vector_depth
+    from shop_search.estimates import channel_vector_depth, vector_depth
 
     model = ImageVector.objects.values_list("image_model", flat=True).first()
     assert vector_depth(rare, model, 100) == 300
