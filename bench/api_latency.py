@@ -92,13 +92,13 @@ def _resolve(paths: str) -> tuple[Any, str] | None:
 
     path, _, others = paths.partition("|")
     module_name, dotted = path.split(":")
-    owner: Any = importlib.import_module(module_name)
     *parents, name = dotted.split(".")
     try:
+        owner: Any = importlib.import_module(module_name)
         for part in parents:
             owner = getattr(owner, part)
         getattr(owner, name)
-    except AttributeError:
+    except (AttributeError, ImportError):
         return _resolve(others) if others else None
     return owner, name
 

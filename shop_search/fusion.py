@@ -76,10 +76,11 @@ def fuse(
     for key, ([best], found, matched) in ranks.items():
         tier = _tier(best, base)
         reach = base << tier
-        total = 0.0
-        for weight, position in found:
-            if position <= reach:
-                total += weight / (k + position)
+        # sum() as before: from Python 3.12 it adds with compensation, and a
+        # plain loop would break ties differently there.
+        total = sum(
+            weight / (k + position) for weight, position in found if position <= reach
+        )
         scored.append((tier, -total, key, matched))
     scored.sort()
     return {key: (-negative, matched) for _t, negative, key, matched in scored}

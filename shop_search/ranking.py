@@ -24,6 +24,8 @@ from .conf import shop_search_settings
 from .estimates import (
     candidate_sql,
     channel_vector_depth,
+    estimated_rows,
+    for_one_search,
     ranks_exactly,
     vector_depth,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "Page",
     "nearest",
     "rank_nearest",
+    "estimated_rows",  # moved to shop_search.estimates; importable here too
     "check_limit",
     "hnsw_cursor",
     "image_channel_sql",
@@ -119,6 +122,7 @@ def rank_nearest(
     leaves out a family (a product and its variants)."""
     if queryset.query.is_empty():  # e.g. a filter on a category that is gone
         return Page(hits=[], limit=limit, offset=offset, has_more=False)
+    queryset = for_one_search(queryset)
     if min_score is None:
         min_score = shop_search_settings.MIN_SCORE
     image_model = image_model or serving(queryset.db).image_model

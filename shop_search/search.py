@@ -24,7 +24,7 @@ from django.db import models
 
 from . import calibration, fusion, lexical, result_cache
 from .conf import import_from_setting, shop_search_settings
-from .estimates import estimated_rows
+from .estimates import estimated_rows, for_one_search
 from .look import Look, LookItem, shop_the_look
 from .ranking import (
     Hit,
@@ -154,6 +154,7 @@ def search_text(
     ``current`` (a :class:`~shop_search.switching.Serving`) saves a lookup.
     """
     current = current or serving(queryset.db)
+    queryset = for_one_search(queryset)
     query = normalize_query(query)
     limit = check_limit(limit, offset)
     sorts = shop_search_settings.SORTS

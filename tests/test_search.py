@@ -307,3 +307,26 @@ def test_a_queryset_given_another_query_is_ranked_by_it(category):
     candidates.query = Product.objects.filter(colour="rare").query
     page = search.nearest(candidates, query, limit=10)
     assert len(page) == 4 and all(hit.object.colour == "rare" for hit in page)
+
+
+def test_a_long_lived_queryset_follows_each_requests_time_zone(category):
+    """A site may pass the same queryset object to every search (a
+    module-level VISIBLE_PRODUCTS); its SQL depends on the active time zone,
+    so nothing built for one search may be reused by the next."""
+    import datetime
+
+    from django.utils import timezone
+
+    synthetic_products(category, 40, rare_every=10)
+    late = datetime.datetime(2026, 1, 1, 23, 30, tzinfo=datetime.UTC)
+    Product.objects.update(created_at=late + datetime.timedelta(days=1))
+    Product.objects.filter(sku="S-0-3").update(created_at=late)
+    query = index_view(Product.objects.get(sku="S-0-3")).vector
+    made_by_new_year = Product.objects.filter(
+        created_at__date__lte=datetime.date(2026, 1, 1)
+    )
+    with timezone.override("Pacific/Auckland"):  # 2 January there
+        assert len(search.nearest(made_by_new_year, query, limit=10)) == 0
+    with timezone.override("UTC"):
+        page = search.nearest(made_by_new_year, query, limit=10)
+        assert [hit.object.sku for hit in page] == ["S-0-3"]
