@@ -31,6 +31,21 @@ def configure(size: str) -> dict[str, str]:
     return {"image": paths.image, "text": paths.text}
 
 
+def every_request_searches() -> None:
+    """Measure the search itself: no throttle and no ranking cache, so that
+    every request ranks (a script may still cache its query vectors)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    override_settings(
+        SHOP_SEARCH={
+            **settings.SHOP_SEARCH,
+            "THROTTLE_RATES": {},
+            "RESULT_CACHE_SECONDS": 0,
+        }
+    ).enable()
+
+
 def shared_buffers() -> str:
     """A quarter of the memory, at most 4 GB: room for a 1M-product index."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

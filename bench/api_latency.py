@@ -29,6 +29,7 @@ from _setup import (
     build_index,
     configure,
     drop_synthetic,
+    every_request_searches,
     machine,
     percentiles,
     write_section,
@@ -196,19 +197,11 @@ def main() -> None:
     os.environ.setdefault("DJANGO_DEBUG", "0")
     configure(args.size)
 
-    from django.conf import settings
     from django.core.management import call_command
-    from django.test.utils import override_settings
 
-    # Measure the work: no throttle, and no response cache (every request
-    # searches; "repeated" rows then show the query-vector cache alone).
-    override_settings(
-        SHOP_SEARCH={
-            **settings.SHOP_SEARCH,
-            "THROTTLE_RATES": {},
-            "RESULT_CACHE_SECONDS": 0,
-        }
-    ).enable()
+    # Every request searches; "repeated" rows then show the query-vector
+    # cache alone.
+    every_request_searches()
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.test import Client
 

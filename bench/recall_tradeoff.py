@@ -23,7 +23,13 @@ import argparse
 import sys
 import time
 
-from _setup import configure, machine, percentiles, write_section
+from _setup import (
+    configure,
+    every_request_searches,
+    machine,
+    percentiles,
+    write_section,
+)
 
 SECTION = "Recall against latency at scale"
 
@@ -88,13 +94,7 @@ def main() -> None:
     from shop_search import search
     from shop_search.conf import shop_search_settings
 
-    override_settings(
-        SHOP_SEARCH={
-            **settings.SHOP_SEARCH,
-            "THROTTLE_RATES": {},
-            "RESULT_CACHE_SECONDS": 0,
-        }
-    ).enable()
+    every_request_searches()
     done = catalog(args.products, args.m, args.ef_construction)
     everything = Product.objects.filter(sku__startswith="SCALE-")
     sets = {"unfiltered": everything, "10%": everything.filter(colour="ten")}

@@ -40,7 +40,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _setup import ROOT, machine, percentiles, size_shared_buffers, write_section
+from _setup import (
+    ROOT,
+    every_request_searches,
+    machine,
+    percentiles,
+    size_shared_buffers,
+    write_section,
+)
 
 SECTION = "Storage: shop_search's tables against product columns"
 LIMIT = 24
@@ -259,13 +266,7 @@ def worker(args: argparse.Namespace) -> None:
     from shop_search import search
     from shop_search.models import serving
 
-    override_settings(
-        SHOP_SEARCH={
-            **settings.SHOP_SEARCH,
-            "RESULT_CACHE_SECONDS": 0,
-            "THROTTLE_RATES": {},
-        }
-    ).enable()
+    every_request_searches()
     columns = any(f.name == "search_embedding" for f in Product._meta.get_fields())
     built = prepare(args.products, args.images, columns)
     current = serving()
