@@ -140,9 +140,11 @@ def build_index(
     table: str = "shop_search_imagevector",
     name: str = "shop_search_vector_hnsw",
     column: str = "vector",
+    with_: str = "",
 ) -> tuple[float, int]:
     """Build an HNSW index (the image vectors', by default; dropped first if
-    it exists); returns seconds and bytes."""
+    it exists; ``with_``: its storage parameters, e.g. ``m=16``); returns
+    seconds and bytes."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -152,6 +154,7 @@ def build_index(
         started = time.perf_counter()
         cursor.execute(
             f"CREATE INDEX {name} ON {table} USING hnsw ({column} {opclass})"
+            + (f" WITH ({with_})" if with_ else "")
         )
         seconds = time.perf_counter() - started
         cursor.execute("SELECT pg_relation_size(%s)", [name])

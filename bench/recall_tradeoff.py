@@ -24,6 +24,7 @@ import sys
 import time
 
 from _setup import (
+    build_index,
     configure,
     every_request_searches,
     machine,
@@ -56,18 +57,7 @@ def catalog(products: int, m: int, ef_construction: int) -> str:
             return f"reused ({vectors:,} vectors)"
     call_command("demo", "--no-serve", verbosity=0)
     load_s = load_rows(products)
-    with connection.cursor() as cursor:
-        cursor.execute("DROP INDEX IF EXISTS shop_search_vector_hnsw")
-    started = time.perf_counter()
-    with connection.cursor() as cursor:
-        cursor.execute("SET maintenance_work_mem = '2GB'")
-        cursor.execute("SET max_parallel_maintenance_workers = 1")
-        cursor.execute(
-            "CREATE INDEX shop_search_vector_hnsw ON shop_search_imagevector "
-            f"USING hnsw (vector halfvec_ip_ops) WITH ({wanted.replace(chr(39), '')})"
-        )
-        cursor.execute("ANALYZE shop_search_imagevector")
-    build_s = time.perf_counter() - started
+    build_s, _size = build_index(with_=wanted.replace("'", ""))
     return f"loaded in {load_s:.0f} s, HNSW built in {build_s:.0f} s"
 
 
