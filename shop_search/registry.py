@@ -191,8 +191,23 @@ class Declaration:
         parent = getattr(obj, self.parent)
         return self.own_images(parent) if parent is not None else []
 
+    def field_image(self, obj: Any) -> Any:
+        """``obj``'s first image when it is a file field of ``obj`` itself
+        (before any gallery path): read without a query. None when the first
+        image would come from a gallery or the parent, or there is none."""
+        for path in self.images:
+            if self.gallery(path) is not None:
+                return None
+            value = getattr(obj, path)
+            if value:
+                return value
+        return None
+
     def primary_image(self, obj: Any) -> Any:
         """The file shown for ``obj`` (its first image), or None."""
+        own = self.field_image(obj)
+        if own:
+            return own
         sources = self.image_sources(obj)
         return sources[0].file if sources else None
 

@@ -34,7 +34,7 @@ def image_url(obj: Any, request: Any = None) -> str | None:
     """Absolute URL of a product's search image, or None."""
     from ..registry import declaration
 
-    file = own_field_image(obj) or declaration(type(obj)).primary_image(obj)
+    file = declaration(type(obj)).primary_image(obj)
     if not file:
         return None
     try:
@@ -42,25 +42,6 @@ def image_url(obj: Any, request: Any = None) -> str | None:
     except ValueError:
         return None
     return request.build_absolute_uri(url) if request is not None else url
-
-
-def own_field_image(obj: Any) -> Any:
-    """
-    ``obj``'s search image when it is a file field of ``obj`` itself (the
-    declaration's first image path that has a file, before any gallery):
-    what ``primary_image`` returns then, read without a query. None when
-    the image would come from a gallery or a parent, or there is none.
-    """
-    from ..registry import declaration
-
-    declared = declaration(type(obj))
-    for path in declared.images:
-        if declared.gallery(path) is not None:
-            return None
-        value = getattr(obj, path)
-        if value:
-            return value
-    return None
 
 
 class PageParamsSerializer(serializers.Serializer):

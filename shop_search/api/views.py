@@ -48,7 +48,6 @@ from ..registry import declaration
 from ..uploads import limit_upload_size
 from . import serializers as s
 from .parsers import SafeJSONParser
-from .serializers import own_field_image
 from .throttling import SearchRateThrottle
 
 __all__ = [
@@ -218,7 +217,7 @@ def _prefetch(objects: list[Any], lookups: tuple[Any, ...]) -> None:
         if declared.gallery(path) is not None and relation not in lookups:
             galleries.append(relation)
     if galleries:
-        without = [obj for obj in objects if own_field_image(obj) is None]
+        without = [obj for obj in objects if declared.field_image(obj) is None]
         if without:
             prefetch_related_objects(without, *galleries)
 
