@@ -60,17 +60,16 @@ def candidate_sql(queryset: models.QuerySet) -> tuple[str, list[Any]]:
     its parameters: the candidates that the ranking statements join. Built
     once on a queryset from :func:`for_one_search`, each time on another.
     """
-    using, query = queryset.db, queryset.query
-    keeps = _KEPT in queryset.__dict__
     built = queryset.__dict__.get(_KEPT)
-    if built is None or built[0] != using or built[1] is not query:
-        sql, params = (
-            queryset.order_by().values("pk").query.get_compiler(using=using).as_sql()
+    if built is None:
+        compiler = (
+            queryset.order_by().values("pk").query.get_compiler(using=queryset.db)
         )
-        built = (using, query, sql, tuple(params))
-        if keeps:
+        sql, params = compiler.as_sql()
+        built = (sql, tuple(params))
+        if _KEPT in queryset.__dict__:
             queryset.__dict__[_KEPT] = built
-    return built[2], list(built[3])
+    return built[0], list(built[1])
 
 
 def estimated_rows(queryset: models.QuerySet) -> int:

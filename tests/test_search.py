@@ -298,8 +298,9 @@ def test_the_exact_scan_threshold_counts_image_vectors(category, settings):
 
 
 def test_a_queryset_given_another_query_is_ranked_by_it(category):
-    """The candidates' SQL is built once per queryset: assigning the
-    queryset another query (as some filtering libraries do) is seen."""
+    """Assigning a queryset another query between searches (as some
+    filtering libraries do) ranks by the new one: nothing the first search
+    built is kept on the shop's queryset."""
     synthetic_products(category, 40, rare_every=10)  # 4 rare
     query = index_view(Product.objects.get(sku="S-0-3")).vector
     candidates = Product.objects.all()
