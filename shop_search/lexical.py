@@ -248,13 +248,15 @@ def rank(
         vector = vector_literal(query_vector)
         # Sorted again outside: a relaxed iterative scan (under a filter)
         # may return the nearest slightly out of order.
+        # (The vector is sent once: the index serves the order by the
+        # selected distance's name.)
         parts.append(
-            "(SELECT 'meaning', object_pk, similarity FROM (SELECT object_pk, "
-            "(-(vector <#> %s::halfvec))::float AS similarity "
+            "(SELECT 'meaning', object_pk, (-d)::float FROM (SELECT object_pk, "
+            "vector <#> %s::halfvec AS d "
             "FROM docs WHERE text_model = %s AND vector IS NOT NULL "
-            "ORDER BY vector <#> %s::halfvec LIMIT %s) AS m ORDER BY 3 DESC, 2)"
+            "ORDER BY d LIMIT %s) AS m ORDER BY 3 DESC, 2)"
         )
-        params += [vector, text_model, vector, depth]
+        params += [vector, text_model, depth]
     if image is not None:
         image_sql, image_params = image
         parts.append(

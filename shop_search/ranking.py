@@ -244,17 +244,20 @@ def _ranking_sql(
         compiled, candidate_params = candidate_sql(queryset)
         pk_type = queryset.model._meta.pk.cast_db_type(connections[using])
         candidates = f"({compiled}) AS c(pk)"
+    # The query vector is sent once: ordering by the selected distance's
+    # name is ordering by its expression, which the HNSW index serves.
     if exact:
         # Every vector of the candidates, joined by key; ordering by an
         # expression the index cannot serve keeps the planner off it, and
         # the LIMIT makes the sort a top-N heap.
         inner = (
-            "SELECT v.object_pk, v.group_pk, (v.vector <#> %s::halfvec) AS d "
+            "SELECT object_pk, group_pk, d FROM (SELECT v.object_pk, "
+            "v.group_pk, (v.vector <#> %s::halfvec) AS d "
             f"FROM {candidates} JOIN shop_search_imagevector v "
-            f"ON v.object_pk = c.pk::text AND {where} "
-            "ORDER BY (v.vector <#> %s::halfvec) * 1.0 LIMIT %s"
+            f"ON v.object_pk = c.pk::text AND {where}) AS e "
+            "ORDER BY d * 1.0 LIMIT %s"
         )
-        params = [literal, *candidate_params, *params_where, literal, depth]
+        params = [literal, *candidate_params, *params_where, depth]
     else:
         inner = (
             "SELECT v.object_pk, v.group_pk, (v.vector <#> %s::halfvec) AS d "
@@ -267,8 +270,8 @@ def _ranking_sql(
                 f"WHERE c.pk = v.object_pk::{pk_type})"
             )
             params += candidate_params
-        inner += " ORDER BY v.vector <#> %s::halfvec LIMIT %s"
-        params += [literal, depth]
+        inner += " ORDER BY d LIMIT %s"
+        params += [depth]
     sql = (
         f"WITH i AS MATERIALIZED ({inner}) "
         "SELECT object_pk, d, (SELECT count(*) FROM i) FROM ("

@@ -211,6 +211,39 @@ def test_hnsw_iterative_scan_serves_filtered_pages(category, settings):
     assert len({h.object.pk for h in page} & set(exact)) >= 22
 
 
+def test_text_search_serves_both_vector_channels_from_their_indexes(category, settings):
+    """The text search sends its query vector once per channel and orders by
+    the selected distance's name: PostgreSQL still serves the image and the
+    meaning channel from their HNSW indexes."""
+    from django.db import connection, transaction
+
+    synthetic_products(category, 300)
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "EXACT_SCAN_THRESHOLD": 0}
+    for table in ("shop_search_imagevector", "shop_search_searchdocument"):
+        _force_index(f"ANALYZE {table}")
+    # 300 vectors would be sorted; an index scan must be able to order them.
+    _force_index("SET enable_sort = off")
+    statements = []
+
+    def capture(execute, sql, params, many, context):
+        if sql.startswith("SELECT set_config"):
+            statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        search.search_text(Product.objects.all(), "red dress")
+    sql, params = next(s for s in statements if "'meaning'" in s[0])
+    vectors = [p for p in params if isinstance(p, str) and p.startswith("[")]
+    assert len(vectors) == 2  # one for the image channel, one for meaning
+    settings_sql, body = sql.split("; ", 1)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(settings_sql, params[:3])
+        cursor.execute("EXPLAIN " + body, params[3:])
+        plan = " ".join(row[0] for row in cursor.fetchall())
+    assert "shop_search_vector_hnsw" in plan
+    assert "shop_search_document_vec" in plan
+
+
 def test_an_index_scan_that_gives_up_is_refilled_exactly(category, settings):
     synthetic_products(category, 3000, rare_every=300)  # 10 rare: 0.33%
     _force_index()
