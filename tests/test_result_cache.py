@@ -72,8 +72,7 @@ def test_a_repeated_query_skips_the_nearest_neighbour_query(catalog, cached):
         again = _search(None, "blue hat", limit=5)
     assert again == first
     assert not any(
-        "<#>" in q["sql"] or "to_tsquery" in q["sql"]
-        for q in queries.captured_queries
+        "<#>" in q["sql"] or "to_tsquery" in q["sql"] for q in queries.captured_queries
     )
     # Other parameters are another ranking.
     with CaptureQueriesContext(connection) as queries:
