@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core import checks
-from django.db import connections
+from django.core.exceptions import FieldDoesNotExist
+from django.db import connections, models
 
 from .conf import import_from_setting, shop_search_settings
 from .registry import searchable_models
@@ -121,9 +122,10 @@ def check_dimensions(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         )
     if image_dims:
-        from .models import ImageVector
+        # Through the app registry: the models module runs these checks too.
+        from django.apps import apps
 
-        field = ImageVector._meta.get_field("vector")
+        field = apps.get_model("shop_search", "ImageVector")._meta.get_field("vector")
         if field.dimensions != image_dims:
             errors.append(
                 checks.Error(
@@ -143,13 +145,82 @@ def check_dimensions(**kwargs: Any) -> list[checks.CheckMessage]:
 def check_declarations(**kwargs: Any) -> list[checks.CheckMessage]:
     """Every declared field of every searchable model exists (E010), and
     image paths end on file fields (E011)."""
-    from .registry import check_declaration, declaration, inherits_base
+    from .registry import declaration, inherits_base
 
     errors: list[checks.CheckMessage] = []
     for model in searchable_models():
         if not inherits_base(model):  # those check themselves (Model.check)
             errors.extend(check_declaration(declaration(model)))
     return errors
+
+
+def check_declaration(decl: Any) -> list[checks.CheckMessage]:
+    """System check messages for one declaration (E010, E011)."""
+    model = decl.model
+    errors: list[checks.CheckMessage] = []
+    if not decl.images:
+        errors.append(
+            checks.Error(
+                f"{model._meta.label} declares no images.",
+                hint="Name its image field, or its gallery's file field: "
+                "images=['image'] or images=['images__image'].",
+                obj=model,
+                id="shop_search.E011",
+            )
+        )
+    fields = ", ".join(sorted(f.name for f in model._meta.get_fields()))
+    for option, value, problem in field_problems(decl):
+        errors.append(
+            checks.Error(
+                f"{model._meta.label}: {option} names {value!r}, which {problem}.",
+                hint=f"Fields of {model.__name__}: {fields}.",
+                obj=model,
+                id="shop_search.E011" if option == "images" else "shop_search.E010",
+            )
+        )
+    return errors
+
+
+def field_problems(decl: Any) -> list[tuple[str, str, str]]:
+    """(option, value, problem) for every declared name that does not resolve."""
+    problems = []
+    model = decl.model
+    existing = {f.name for f in model._meta.get_fields()}
+    named = [("text", n) for n in decl.text] + [
+        ("identifiers", n) for n in decl.identifiers
+    ]
+    named += [("names", n) for n in decl.names or []]
+    if decl.categories:
+        named.append(("categories", decl.categories))
+    if decl.parent:
+        named.append(("parent", decl.parent))
+    for option, name in named:
+        if name.split("__")[0] not in existing:
+            problems.append((option, name, "is not a field of " + model.__name__))
+    for path in decl.images:
+        try:
+            gallery = decl.gallery(path)
+            target_model, file_field = (
+                (model, path) if gallery is None else (gallery[0], gallery[2])
+            )
+            target = target_model._meta.get_field(file_field)
+        except (FieldDoesNotExist, AttributeError):
+            problems.append(("images", path, "does not lead to a field"))
+            continue
+        if gallery is None and target.is_relation:
+            problems.append(
+                (
+                    "images",
+                    path,
+                    f"is a {type(target).__name__}; for a gallery model name its "
+                    f"file field too ('{path}__image')",
+                )
+            )
+        elif not isinstance(target, models.FileField):
+            problems.append(
+                ("images", path, f"is a {type(target).__name__}, not an ImageField")
+            )
+    return problems
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -99,7 +99,8 @@ class SearchableProduct(models.Model):
     def check(cls, **kwargs: Any) -> list[Any]:
         errors = super().check(**kwargs)
         if not cls._meta.abstract:
-            from .registry import check_declaration, declaration
+            from .checks import check_declaration
+            from .registry import declaration
 
             errors.extend(check_declaration(declaration(cls)))
         return errors

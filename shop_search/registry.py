@@ -30,8 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core import checks
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.utils.module_loading import import_string
 
@@ -47,7 +46,6 @@ __all__ = [
     "image_fingerprint",
     "on_change",
     "inherits_base",
-    "check_declaration",
 ]
 
 _registered: dict[str, dict[str, Any]] = {}  # label_lower -> options
@@ -372,72 +370,3 @@ def declaration(model: type[models.Model]) -> Declaration:
             ) from exc
     _declarations[model] = result
     return result
-
-
-def check_declaration(decl: Declaration) -> list[checks.CheckMessage]:
-    """System check messages for one declaration (E010, E011)."""
-    model = decl.model
-    errors: list[checks.CheckMessage] = []
-    if not decl.images:
-        errors.append(
-            checks.Error(
-                f"{model._meta.label} declares no images.",
-                hint="Name its image field, or its gallery's file field: "
-                "images=['image'] or images=['images__image'].",
-                obj=model,
-                id="shop_search.E011",
-            )
-        )
-    fields = ", ".join(sorted(f.name for f in model._meta.get_fields()))
-    for option, value, problem in field_problems(decl):
-        errors.append(
-            checks.Error(
-                f"{model._meta.label}: {option} names {value!r}, which {problem}.",
-                hint=f"Fields of {model.__name__}: {fields}.",
-                obj=model,
-                id="shop_search.E011" if option == "images" else "shop_search.E010",
-            )
-        )
-    return errors
-
-
-def field_problems(decl: Declaration) -> list[tuple[str, str, str]]:
-    """(option, value, problem) for every declared name that does not resolve."""
-    problems = []
-    model = decl.model
-    existing = {f.name for f in model._meta.get_fields()}
-    named = [("text", n) for n in decl.text] + [
-        ("identifiers", n) for n in decl.identifiers
-    ]
-    named += [("names", n) for n in decl.names or []]
-    if decl.categories:
-        named.append(("categories", decl.categories))
-    if decl.parent:
-        named.append(("parent", decl.parent))
-    for option, name in named:
-        if name.split("__")[0] not in existing:
-            problems.append((option, name, "is not a field of " + model.__name__))
-    for path in decl.images:
-        try:
-            gallery = decl.gallery(path)
-            target_model, file_field = (
-                (model, path) if gallery is None else (gallery[0], gallery[2])
-            )
-            target = target_model._meta.get_field(file_field)
-        except (FieldDoesNotExist, AttributeError):
-            problems.append(("images", path, "does not lead to a field"))
-            continue
-        if gallery is None and target.is_relation:
-            problems.append(
-                (
-                    "images",
-                    path,
-                    f"is a {type(target).__name__}; for a gallery model name its "
-                    f"file field too ('{path}__image')",
-                )
-            )
-        elif not isinstance(target, models.FileField):
-            problems.append(
-                ("images", path, f"is a {type(target).__name__}, not an ImageField")
-            )
-    return problems
