@@ -146,7 +146,9 @@ def timed_phases(totals: Counter) -> Iterator[set[str]]:
                 setattr(owner, name, original)
 
 
-def server_times(client: Any, query: str, runs: int) -> list[float]:
+def server_times(
+    client: Any, query: str, runs: int, url: str = "/api/search/"
+) -> list[float]:
     """Seconds in Django's ``get_response`` for ``runs`` GETs of ``query``."""
     handler = client.handler
     samples: list[float] = []
@@ -161,11 +163,62 @@ def server_times(client: Any, query: str, runs: int) -> list[float]:
     handler.get_response = get_response
     try:
         for _ in range(runs):
-            response = client.get("/api/search/", {"q": query})
+            response = client.get(url, {"q": query})
             assert response.status_code == 200, response.content[:300]
     finally:
         del handler.get_response
     return samples
+
+
+@contextmanager
+def reference_views(page_pks: list[Any]) -> Iterator[None]:
+    """
+    Two views beside the project's URLs, to show what a search costs beyond
+    what any API of the same stack pays: ``/bench/empty/`` (a DRF view that
+    answers ``{}`` through the project's middleware), and ``/bench/page/``
+    (the text search view's own product fetch and serialization of
+    ``page_pks``, without searching).
+    """
+    import types
+
+    from django.test import override_settings
+    from django.urls import path
+    from rest_framework.permissions import AllowAny
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from shop_search.api.views import TextSearchView
+    from shop_search.ranking import Hit, Page
+
+    class Empty(APIView):
+        permission_classes = [AllowAny]
+
+        def get(self, request: Any) -> Response:
+            return Response({})
+
+    class PageOnly(TextSearchView):
+        def get(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+            rows = self.filtered_queryset(request.query_params).in_bulk(page_pks)
+            hits = [Hit(rows[pk], 1.0, ["name"]) for pk in page_pks if pk in rows]
+            page = Page(hits=hits, limit=len(hits), offset=0, has_more=True)
+            return Response(self.page_data(page))
+
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    project = import_string(settings.ROOT_URLCONF + ".urlpatterns")
+    urls = types.ModuleType("api_latency_urls")
+    urls.urlpatterns = [
+        path("bench/empty/", Empty.as_view()),
+        path("bench/page/", PageOnly.as_view()),
+        *project,
+    ]
+    sys.modules[urls.__name__] = urls
+    try:
+        with override_settings(ROOT_URLCONF=urls.__name__):
+            yield
+    finally:
+        del sys.modules[urls.__name__]
 
 
 def statements_per_request(client: Any, query: str) -> int:
@@ -260,6 +313,11 @@ def main() -> None:
     with timed_phases(phases) as found:
         phase_total = sum(server_times(client, "rotes Kleid", phase_runs))
     statements = statements_per_request(client, "rotes Kleid")
+    page = client.get("/api/search/", {"q": "rotes Kleid"}).json()["results"]
+    with reference_views([hit["product"]["id"] for hit in page]):
+        client.get("/bench/page/", {"q": "rotes Kleid"})
+        empty = server_times(client, "rotes Kleid", args.queries, "/bench/empty/")
+        page_only = server_times(client, "rotes Kleid", args.queries, "/bench/page/")
     images = [p.image.read() for p in Product.objects.order_by("pk")[:20]]
     image_runs = []
     for i in range(max(10, args.queries // 4)):
@@ -291,6 +349,11 @@ def main() -> None:
         ("text query, encoded (cache miss)", cold),
         ("text query, repeated (cache hit)", warm),
         ("text query, vector cached: server time (get_response)", server),
+        (
+            "for reference: the same page's products fetched and serialized, no search",
+            page_only,
+        ),
+        ("for reference: an empty DRF view through the same middleware", empty),
         ("image query (PNG upload, 256 px)", image_runs),
         ("shop the look (detector + per-item search)", look_runs),
     ]
