@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connections, models, transaction
 
 from .conf import shop_search_settings
 from .encoders import image_model_id
@@ -104,3 +104,10 @@ def warm_up() -> None:
     current = serving()
     current.text_encoder.encode_texts(["warm up"])
     current.image_encoder.encode_images([Image.new("RGB", (32, 32), "white")])
+    # Give back the connection serving() took: a worker's start-up thread
+    # serves no request (gunicorn's gthread workers serve from a pool of
+    # threads), and a pooled connection held there for good would leave the
+    # request threads one short.
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()

@@ -47,6 +47,20 @@ def test_eight_concurrent_shoppers_get_answers_not_errors(live_server, catalog):
     assert open_connections <= connection.pool.max_size + 1
 
 
+def test_warm_up_leaves_every_pooled_connection_to_the_requests(catalog):
+    """warm_up runs on a worker's start-up thread, which serves no request:
+    the connection it reads the serving models with goes back to the pool
+    (else a pool of DB_POOL_SIZE gave each worker's threads one fewer)."""
+    from shop_search import read_cache
+    from shop_search.switching import warm_up
+
+    read_cache.clear_all()  # warm_up reads the serving models from the database
+    connection.close()
+    warm_up()
+    stats = connection.pool.get_stats()
+    assert stats["pool_size"] - stats["pool_available"] == 0  # none held
+
+
 def test_a_saturated_pool_answers_503_with_retry_after(live_server, catalog):
     from psycopg_pool import PoolTimeout
 
