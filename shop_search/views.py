@@ -18,12 +18,16 @@ from typing import Any
 from django import forms
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
+from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
+from django.utils.decorators import method_decorator
 from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 
 from . import categories, search, throttling
 from .api.serializers import image_url
@@ -63,6 +67,7 @@ class PhotoSearchForm(forms.Form):
     look = forms.BooleanField(required=False, label=_("Find each item (shop the look)"))
 
 
+@method_decorator(csrf_exempt, name="dispatch")  # checked in dispatch, see there
 class SearchPageView(View):
     """
     GET: text search (``?q=``, filters, ``sort``, ``offset``), or with
@@ -106,6 +111,10 @@ class SearchPageView(View):
                 response = render(request, self.template_name, context, status=429)
                 response["Retry-After"] = str(max(1, round(wait)))
                 return response
+        if request.method == "POST":
+            refused = self.check_upload(request)
+            if refused is not None:
+                return refused
         try:
             return super().dispatch(request, *args, **kwargs)
         except OperationalError as exc:
@@ -118,6 +127,30 @@ class SearchPageView(View):
             )
             response["Retry-After"] = "2"
             return response
+
+    def check_upload(self, request: HttpRequest) -> HttpResponse | None:
+        """
+        The upload's size, its CSRF token, then the upload read; None when
+        all pass. In this order because ``CsrfViewMiddleware`` reads the
+        whole body, of any size, to find the form's token: the view is
+        exempt from the middleware and runs the same check here (as DRF's
+        views do), once :func:`~shop_search.uploads.limit_upload_size` has
+        refused a body too large by its headers and capped the rest.
+        """
+        context = {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
+        try:
+            limit_upload_size(request)
+            check = CsrfViewMiddleware(_no_response)
+            check.process_request(request)
+            refused = check.process_view(request, None, (), {})
+            if refused is None:
+                request.FILES  # noqa: B018 (read now: a token in a header left it)
+            return refused
+        except ImageError as exc:
+            return self.render_error(context, exc)
+        except MultiPartParserError:
+            context["error"] = _("The upload could not be read.")
+            return self.render(context, status=400)
 
     def get_queryset(self):
         """The products shoppers may find: ``SHOP_SEARCH['VISIBLE_PRODUCTS']``
@@ -239,11 +272,7 @@ class SearchPageView(View):
             "form": TextSearchForm(),
             "photo_form": PhotoSearchForm(),
         }
-        try:
-            limit_upload_size(request)
-            photo_form = PhotoSearchForm(request.POST, request.FILES)
-        except ImageError as exc:
-            return self.render_error(context, exc)
+        photo_form = PhotoSearchForm(request.POST, request.FILES)  # see check_upload
         context["photo_form"] = photo_form
         if not photo_form.is_valid():
             return self.render(context, status=400)
@@ -322,6 +351,11 @@ class SearchPageView(View):
 
     def render(self, context: dict[str, Any], status: int = 200) -> HttpResponse:
         return render(self.request, self.template_name, context, status=status)
+
+
+def _no_response(request: HttpRequest) -> None:
+    """The ``get_response`` of a middleware that is only asked to check."""
+    return None
 
 
 def count_text(page: search.Page) -> str:

@@ -100,6 +100,51 @@ def test_an_oversized_upload_is_413_before_it_is_read(client, settings, category
     assert page.status_code == 413
 
 
+def _png(size: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), "navy").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.django_db
+def test_an_oversized_upload_is_413_before_the_csrf_check_reads_it(
+    settings, category, django_user_model
+):
+    """CsrfViewMiddleware (the page) and DRF's SessionAuthentication (the API,
+    for a logged-in shopper) read the whole body to find the form's token:
+    the size is checked from the headers before either does."""
+    from django.test import Client
+
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "MAX_IMAGE_BYTES": 10_000}
+    big = b"\x89PNG" + b"\0" * 200_000
+    shopper = Client(enforce_csrf_checks=True)
+    page = shopper.post("/search/", {"image": SimpleUploadedFile("b.png", big)})
+    assert page.status_code == 413
+    shopper.force_login(django_user_model.objects.create_user("shopper"))
+    api = shopper.post(
+        "/api/search/image/", {"image": SimpleUploadedFile("b.png", big)}
+    )
+    assert api.status_code == 413 and api.json()["code"] == "image_too_large"
+
+
+@pytest.mark.django_db
+def test_the_page_still_checks_the_csrf_token_of_a_photo_search(category):
+    from django.test import Client
+
+    shopper = Client(enforce_csrf_checks=True)
+    photo = {"image": SimpleUploadedFile("p.png", _png(), "image/png")}
+    assert shopper.post("/search/", photo).status_code == 403
+    shopper.get("/search/")  # the form sets the CSRF cookie
+    token = shopper.cookies["csrftoken"].value
+    photo = {"image": SimpleUploadedFile("p.png", _png(), "image/png")}
+    answered = shopper.post("/search/", {**photo, "csrfmiddlewaretoken": token})
+    assert answered.status_code == 200
+
+
 @pytest.mark.django_db
 def test_an_upload_is_cut_off_while_streaming_past_the_limit(
     client, settings, category

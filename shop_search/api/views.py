@@ -148,9 +148,11 @@ class _SearchView(APIView):
         return exception_handler
 
     def initial(self, request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        # Refuse oversized uploads from the headers, before reading the body.
+        # Refuse oversized uploads from the headers, and cap the rest, before
+        # anything reads the body: SessionAuthentication's CSRF check (a
+        # logged-in shopper) reads the whole of it to find the form's token.
         limit_upload_size(request._request)
+        super().initial(request, *args, **kwargs)
 
     def perform_authentication(self, request) -> None:
         # Failed logins (a wrong HTTP Basic password) are counted per client
