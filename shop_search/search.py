@@ -291,7 +291,10 @@ def _search_text(
         hits=hits[:limit],
         limit=limit,
         offset=offset,
-        has_more=len(hits) > limit,
+        # Results end at COUNT_CAP (a page from there is refused): no next
+        # page points past it.
+        has_more=len(hits) > limit
+        and offset + limit < int(shop_search_settings.COUNT_CAP),
         extra=extra,
     )
 

@@ -188,6 +188,19 @@ def test_pages_past_the_count_cap_are_refused_clearly(client, demo_catalog):
     assert client.get("/api/search/", {"q": "red", "offset": 999}).status_code == 200
 
 
+def test_no_next_page_points_past_the_count_cap(client, demo_catalog, settings):
+    """Found by a hostile client: the last page before the cap offered a
+    next page that was then refused; a client paging until next_offset is
+    null ended on a 400."""
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "COUNT_CAP": 48}
+    page = {"q": "red", "limit": 24}
+    assert client.get("/api/search/", page).json()["next_offset"] == 24
+    last = client.get("/api/search/", {**page, "offset": 24}).json()
+    assert len(last["results"]) == 24 and last["next_offset"] is None
+    html = client.get("/search/", {**page, "offset": 24}).content.decode()
+    assert "offset=48" not in html  # no Next link on the page either
+
+
 def test_a_trailing_space_completes_the_last_word(client, demo_catalog):
     prefix = client.get("/api/suggest/", {"q": "Black che"}).json()["products"]
     assert prefix  # "che" as a prefix: checked
