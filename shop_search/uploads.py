@@ -3,9 +3,13 @@ Upload size limits applied before an upload is read.
 
 ``limit_upload_size(request)`` refuses a request whose ``Content-Length``
 exceeds ``MAX_IMAGE_BYTES`` (plus room for the multipart envelope), and
-installs an upload handler that stops a body without a length as soon as it
-passes the limit. Both raise :class:`~shop_search.exceptions.ImageError` with
-code ``image_too_large`` (HTTP 413).
+installs an upload handler that stops a file as soon as it passes the limit
+while it streams (a body whose length the envelope's allowance let pass).
+Both raise :class:`~shop_search.exceptions.ImageError` with code
+``image_too_large`` (HTTP 413). A body sent without a length (HTTP/1.1
+chunked) is refused with code ``length_required`` (HTTP 411): Django, as
+WSGI, reads no body without a ``Content-Length``, and would report a
+missing file.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ def limit_upload_size(request: HttpRequest) -> None:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
+    chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if chunked and not length:
+        raise ImageError(
+            "Send the upload with a Content-Length header: a chunked body is not read.",
+            code="length_required",
+        )
     if length > limit + ENVELOPE_BYTES:
         raise _too_large(limit)
     if not hasattr(request, "_files"):

@@ -146,6 +146,21 @@ def test_the_page_still_checks_the_csrf_token_of_a_photo_search(category):
 
 
 @pytest.mark.django_db
+def test_a_chunked_upload_is_told_to_send_its_length(client, category):
+    """Django reads no body without a Content-Length: without this check a
+    chunked upload was answered "No file was submitted"."""
+    response = client.generic(
+        "POST",
+        "/api/search/image/",
+        b"",
+        content_type="multipart/form-data; boundary=x",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert response.status_code == 411
+    assert response.json()["code"] == "length_required"
+
+
+@pytest.mark.django_db
 def test_an_upload_is_cut_off_while_streaming_past_the_limit(
     client, settings, category
 ):

@@ -62,6 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _IMAGE_STATUS = {
+    "length_required": 411,
     "image_too_large": 413,
     "image_too_many_pixels": 413,
     "image_too_complex": 413,
@@ -263,6 +264,9 @@ def _category_data(suggestion: categories_module.Suggestion) -> dict[str, Any]:
     }
 
 
+_LENGTH_REQUIRED = OpenApiResponse(
+    s.ErrorSerializer, description="A body without Content-Length (chunked)."
+)
 _ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid parameters."),
     429: OpenApiResponse(s.ErrorSerializer, description="Throttled; see Retry-After."),
@@ -348,6 +352,7 @@ class ImageSearchView(_SearchView):
                 ),
                 description="Results; with group=look, a LookResult instead.",
             ),
+            411: _LENGTH_REQUIRED,
             413: OpenApiResponse(
                 s.ErrorSerializer,
                 description="Image too large or too costly to decode.",
@@ -433,6 +438,7 @@ class CategorySuggestView(_SearchView):
                 description="Categories, most likely first; probabilities over all "
                 "categories sum to 1.",
             ),
+            411: _LENGTH_REQUIRED,
             413: OpenApiResponse(
                 s.ErrorSerializer,
                 description="Image too large or too costly to decode.",
