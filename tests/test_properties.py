@@ -94,6 +94,16 @@ def test_normalised_queries_are_clean_or_refused(text):
     assert normalize_query(query) == query  # idempotent
 
 
+def test_a_query_the_schema_allows_is_not_refused_for_its_length():
+    """Found by a hostile client: 150 of U+1D15E pass the schema's maxLength
+    of 200, and NFC makes each two characters."""
+    query = normalize_query("\U0001d15e" * 150)
+    assert 0 < len(query) <= 200 and unicodedata.is_normalized("NFC", query)
+    with pytest.raises(QueryError) as refused:
+        normalize_query("x" * 201)
+    assert refused.value.code == "query_too_long"
+
+
 @given(st.text(alphabet=st.characters(categories=["L", "N"]), min_size=1, max_size=50))
 def test_visible_text_survives_normalisation(word):
     assert normalize_query(f"  {word}\t\n") == unicodedata.normalize("NFC", word)
