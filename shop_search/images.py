@@ -159,8 +159,11 @@ def _load(
             code="image_too_complex",
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own words ("...decompression bomb DOS attack") are for
+        # the logs, through the chained exception; shoppers get these.
         raise ImageError(
-            f"The image has too many pixels to decode safely: {exc}",
+            f"The image has too many pixels to decode safely (at most "
+            f"{Image.MAX_IMAGE_PIXELS:,}).",
             code="image_too_many_pixels",
         ) from exc
     except UnidentifiedImageError as exc:

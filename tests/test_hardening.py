@@ -26,6 +26,18 @@ def test_the_corpus_is_large_and_varied():
     assert len({name.rsplit(".", 1)[-1] for name, _ in CORPUS}) >= 6
 
 
+def test_a_bomb_is_refused_in_the_apps_words_not_pillows():
+    """Found by a hostile client: the message quoted Pillow ("...could be
+    decompression bomb DOS attack") to shoppers."""
+    from .hostile_images import png_with_header
+
+    with pytest.raises(ImageError) as refused:
+        load_image(png_with_header(30000, 30000), upload=True)
+    assert refused.value.code == "image_too_many_pixels"
+    assert refused.value.message.startswith("The image has too many pixels")
+    assert "DOS" not in refused.value.message and "bomb" not in refused.value.message
+
+
 def test_the_loader_accepts_or_refuses_every_file_with_a_code():
     outcomes = collections.Counter()
     for _name, data in CORPUS:
