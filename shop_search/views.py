@@ -187,6 +187,8 @@ class SearchPageView(View):
                 for x in page.extra["categories"]
             ]
         except ShopSearchError as exc:
+            if exc.code == "query_empty":  # zero-width and control characters
+                return self.render(context)  # as for spaces: the empty form
             return self.render_error(context, exc)
         no_match = page.extra.get("no_match", False)
         for chip in chips:

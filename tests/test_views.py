@@ -34,6 +34,16 @@ def test_bad_input_is_shown_as_a_message(client, catalog):
     assert response.status_code == 400
 
 
+def test_an_invisible_query_shows_the_empty_form_as_spaces_do(client, catalog):
+    """Found by a hostile client: a zero-width space was a 400 "The query is
+    empty." where a space showed the form."""
+    spaces = client.get("/search/", {"q": " "})
+    for invisible in ("\u200b", "\u00a0", "\u200e\u200b"):
+        response = client.get("/search/", {"q": invisible})
+        assert response.status_code == spaces.status_code == 200
+        assert 'class="ss-error"' not in response.content.decode()
+
+
 def test_photo_search_and_shop_the_look(client, catalog, settings):
     photo = SimpleUploadedFile("p.png", png_bytes("red", (300, 200)), "image/png")
     html = client.post("/search/", {"image": photo}).content.decode()
