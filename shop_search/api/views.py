@@ -160,7 +160,9 @@ class _SearchView(APIView):
         # address; past the limit, credentials are not even checked.
         ident = throttling.client_ident(request._request)
         wait = throttling.blocked(throttling.AUTH_SCOPE, ident)
-        if wait is not None:
+        # Only requests that send credentials are refused: behind one shared
+        # address (a NAT), one guesser would otherwise lock out everyone.
+        if wait is not None and "HTTP_AUTHORIZATION" in request._request.META:
             raise Throttled(wait)
         try:
             super().perform_authentication(request)
