@@ -108,6 +108,16 @@ def test_the_demo_answers_every_kind_of_search(client):
     assert len(suggest.json()["categories"]) == Category.objects.count()
 
 
+def test_the_demo_builds_no_links_on_a_hostile_host(client, demo_catalog):
+    """Result links and image URLs come from the request's Host: the demo
+    answers only its local names unless DJANGO_ALLOWED_HOSTS names others."""
+    local = client.get("/api/search/", {"q": "dress"}, HTTP_HOST="localhost")
+    assert local.status_code == 200
+    hostile = client.get("/api/search/", {"q": "dress"}, HTTP_HOST="evil.example")
+    assert hostile.status_code == 400
+    assert b"evil.example/" not in hostile.content
+
+
 def test_import_catalog_from_csv_and_jsonl(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(png_bytes("red"))
