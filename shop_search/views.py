@@ -92,29 +92,22 @@ class SearchPageView(View):
         costs = request.method not in ("GET", "HEAD") or any(
             request.GET.get(name) for name in ("q", "suggest")
         )
-        if scope and costs:
-            user = getattr(request, "user", None)
-            wait = throttling.hit(scope, throttling.client_ident(request, user))
-            if wait is not None and "suggest" in request.GET:
-                response = JsonResponse(
-                    {
-                        "code": "throttled",
-                        "message": "Too many searches; wait a moment.",
-                    },
-                    status=429,
-                )
-                response["Retry-After"] = str(max(1, round(wait)))
-                return response
-            if wait is not None:
-                context = {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
-                context["error"] = _("Too many searches. Please wait a moment.")
-                response = render(request, self.template_name, context, status=429)
-                response["Retry-After"] = str(max(1, round(wait)))
-                return response
-        if request.method == "POST":
-            refused = self.check_upload(request)
-            if refused is not None:
-                return refused
+        ident = throttling.client_ident(request, getattr(request, "user", None))
+        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            wait = throttling.hit(scope, ident) if scope and costs else None
+        else:
+            # A client over its limit is refused before its body is read.
+            # Then the size and the CSRF token (see check_upload); a request
+            # is counted once its token passed, so that forged posts from
+            # another site do not spend a shopper's searches.
+            wait = throttling.blocked(scope, ident) if scope else None
+            if wait is None:
+                refused = self.check_upload(request)
+                if refused is not None:
+                    return refused
+                wait = throttling.hit(scope, ident) if scope else None
+        if wait is not None:
+            return self.throttled(request, wait)
         try:
             return super().dispatch(request, *args, **kwargs)
         except OperationalError as exc:
@@ -127,6 +120,20 @@ class SearchPageView(View):
             )
             response["Retry-After"] = "2"
             return response
+
+    def throttled(self, request: HttpRequest, wait: float) -> HttpResponse:
+        """429, as JSON for a suggestion and as the page otherwise."""
+        if "suggest" in request.GET:
+            response: HttpResponse = JsonResponse(
+                {"code": "throttled", "message": "Too many searches; wait a moment."},
+                status=429,
+            )
+        else:
+            context = {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
+            context["error"] = _("Too many searches. Please wait a moment.")
+            response = render(request, self.template_name, context, status=429)
+        response["Retry-After"] = str(max(1, round(wait)))
+        return response
 
     def check_upload(self, request: HttpRequest) -> HttpResponse | None:
         """
@@ -144,7 +151,8 @@ class SearchPageView(View):
             check.process_request(request)
             refused = check.process_view(request, None, (), {})
             if refused is None:
-                request.FILES  # noqa: B018 (read now: a token in a header left it)
+                # Read here, under the limit, whatever the check read.
+                request.FILES  # noqa: B018
             return refused
         except ImageError as exc:
             return self.render_error(context, exc)
@@ -348,7 +356,11 @@ class SearchPageView(View):
             response["Retry-After"] = "30" if isinstance(exc, ModelLoadError) else "2"
             return response
         context["error"] = exc.message
-        status = 413 if isinstance(exc, ImageError) and "too_" in exc.code else 400
+        status = 400
+        if isinstance(exc, ImageError) and "too_" in exc.code:
+            status = 413
+        elif exc.code == "length_required":
+            status = 411
         return self.render(context, status=status)
 
     def render(self, context: dict[str, Any], status: int = 200) -> HttpResponse:

@@ -153,3 +153,55 @@ def test_the_demo_uses_a_cache_shared_across_processes():
         "django.core.cache.backends.redis.RedisCache",
         "django.core.cache.backends.db.DatabaseCache",
     }
+
+
+def test_forged_posts_do_not_spend_a_shoppers_photo_searches(client, catalog, rates):
+    """A page on another site can make a shopper's browser post to the
+    search page; without the CSRF token those posts are refused and not
+    counted."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    from .test_hardening import _png
+
+    rates(shop_search_image="2/min")
+    shopper = Client(enforce_csrf_checks=True)
+    shopper.get("/search/")  # the form sets the CSRF cookie
+
+    def photo(**fields):
+        upload = SimpleUploadedFile("p.png", _png(), "image/png")
+        return shopper.post("/search/", {"image": upload, **fields}).status_code
+
+    assert [photo() for _ in range(3)] == [403, 403, 403]
+    token = shopper.cookies["csrftoken"].value
+    assert photo(csrfmiddlewaretoken=token) == 200
+    assert shopper.put("/search/").status_code == 403  # any unsafe method
+
+
+def test_past_the_limit_no_credentials_are_checked(client, catalog, rates, monkeypatch):
+    """Credentials sent outside the Authorization header (an API key, say)
+    are not checked either once an address is over the failed-login limit."""
+    from rest_framework.authentication import BaseAuthentication
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from shop_search.api.views import TextSearchView
+
+    checked = []
+
+    class KeyAuthentication(BaseAuthentication):
+        def authenticate(self, request):
+            key = request.META.get("HTTP_X_API_KEY")
+            if key is None:
+                return None
+            checked.append(key)
+            raise AuthenticationFailed("Unknown key.")
+
+    monkeypatch.setattr(TextSearchView, "authentication_classes", [KeyAuthentication])
+    rates(shop_search_auth="3/day")
+
+    def search(key):
+        return client.get("/api/search/", {"q": "shoe"}, HTTP_X_API_KEY=key)
+
+    assert [search(f"guess-{n}").status_code for n in range(3)] == [403] * 3
+    assert search("guess-4").status_code == 200  # as anonymous: not checked
+    assert checked == ["guess-0", "guess-1", "guess-2"]

@@ -26,6 +26,7 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
 )
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import (
     APIException,
     AuthenticationFailed,
@@ -35,6 +36,7 @@ from rest_framework.exceptions import (
 )
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -152,7 +154,16 @@ class _SearchView(APIView):
         # Refuse oversized uploads from the headers, and cap the rest, before
         # anything reads the body: SessionAuthentication's CSRF check (a
         # logged-in shopper) reads the whole of it to find the form's token.
-        limit_upload_size(request._request)
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        try:
+            limit_upload_size(request._request)
+        except ImageError:
+            # Answered in JSON whatever the client accepts: a renderer that
+            # shows the user (DRF's browsable API) would authenticate, and a
+            # session's CSRF check would read the refused body after all.
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+            raise
         super().initial(request, *args, **kwargs)
 
     def perform_authentication(self, request) -> None:
@@ -160,10 +171,19 @@ class _SearchView(APIView):
         # address; past the limit, credentials are not even checked.
         ident = throttling.client_ident(request._request)
         wait = throttling.blocked(throttling.AUTH_SCOPE, ident)
-        # Only requests that send credentials are refused: behind one shared
-        # address (a NAT), one guesser would otherwise lock out everyone.
-        if wait is not None and "HTTP_AUTHORIZATION" in request._request.META:
-            raise Throttled(wait)
+        if wait is not None:
+            # A request with an Authorization header is refused. Other
+            # credentials (an API key in another header, say) are not
+            # checked: only a session still counts. Searches without
+            # credentials go on, so that behind one shared address (a NAT)
+            # one guesser locks nobody else out.
+            if "HTTP_AUTHORIZATION" in request._request.META:
+                raise Throttled(wait)
+            request.authenticators = tuple(
+                authenticator
+                for authenticator in request.authenticators
+                if isinstance(authenticator, SessionAuthentication)
+            )
         try:
             super().perform_authentication(request)
         except (AuthenticationFailed, NotAuthenticated):
