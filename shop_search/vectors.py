@@ -75,21 +75,21 @@ def normalize_query(query: Any) -> str:
     """
     if not isinstance(query, str):
         raise QueryError("The query must be text.", code="query_invalid")
-    # The limit counts the characters as sent, as the API's schema says.
-    limit = shop_search_settings.MAX_QUERY_LENGTH
-    if len(query.strip()) > limit:
-        raise QueryError(
-            f"The query is {len(query.strip())} characters long; the limit is {limit}.",
-            code="query_too_long",
-        )
     text = unicodedata.normalize("NFC", query)
     text = "".join(" " if _is_dropped(ch) else ch for ch in text)
     text = " ".join(text.split())
     if not text:
         raise QueryError("The query is empty.", code="query_empty")
+    limit = shop_search_settings.MAX_QUERY_LENGTH
     if len(text) > limit:
-        # NFC lengthens a few characters (U+1D15E becomes two): a query the
-        # schema allows is cut to the limit, not refused.
+        if len(query.strip()) > limit:
+            raise QueryError(
+                f"The query is {len(text)} characters long; the limit is {limit}.",
+                code="query_too_long",
+            )
+        # Within the limit as sent (what the API's schema counts), longer
+        # once normalised (NFC makes U+1D15E two characters): cut, not
+        # refused.
         text = unicodedata.normalize("NFC", text[:limit]).rstrip()
     return text
 

@@ -102,6 +102,9 @@ def test_a_query_the_schema_allows_is_not_refused_for_its_length():
     with pytest.raises(QueryError) as refused:
         normalize_query("x" * 201)
     assert refused.value.code == "query_too_long"
+    # What normalising removes or joins does not count against the limit.
+    assert normalize_query("dress    " * 30) == " ".join(["dress"] * 30)  # spaces
+    assert normalize_query("\u1100\u1161" * 150) == "\uac00" * 150  # NFC joins
 
 
 @given(st.text(alphabet=st.characters(categories=["L", "N"]), min_size=1, max_size=50))
