@@ -101,13 +101,18 @@ def warm_up() -> None:
     """
     from PIL import Image
 
+    already_open = {
+        connection.alias
+        for connection in connections.all(initialized_only=True)
+        if connection.connection is not None
+    }
     current = serving()
     current.text_encoder.encode_texts(["warm up"])
     current.image_encoder.encode_images([Image.new("RGB", (32, 32), "white")])
-    # Give back the connection serving() took: a worker's start-up thread
+    # Give back the connection serving() opened: a worker's start-up thread
     # serves no request (gunicorn's gthread workers serve from a pool of
     # threads), and a pooled connection held there for good would leave the
-    # request threads one short.
+    # request threads one short. A connection the caller had open stays so.
     for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
+        if connection.alias not in already_open and not connection.in_atomic_block:
             connection.close()

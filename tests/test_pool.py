@@ -59,6 +59,11 @@ def test_warm_up_leaves_every_pooled_connection_to_the_requests(catalog):
     warm_up()
     stats = connection.pool.get_stats()
     assert stats["pool_size"] - stats["pool_available"] == 0  # none held
+    # A connection the caller had open (its session state, say) stays open.
+    read_cache.clear_all()
+    connection.ensure_connection()
+    warm_up()
+    assert connection.connection is not None
 
 
 def test_a_saturated_pool_answers_503_with_retry_after(live_server, catalog):
