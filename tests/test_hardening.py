@@ -184,6 +184,17 @@ def test_the_page_still_checks_the_csrf_token_of_a_photo_search(category):
 
 
 @pytest.mark.django_db
+def test_without_a_csrf_middleware_the_page_takes_photos_as_before(settings, category):
+    """The page checks CSRF itself only where the project's middleware did."""
+    from django.test import Client
+
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if ".csrf." not in m]
+    shopper = Client(enforce_csrf_checks=True)
+    photo = {"image": SimpleUploadedFile("p.png", _png(), "image/png")}
+    assert shopper.post("/search/", photo).status_code == 200
+
+
+@pytest.mark.django_db
 def test_a_chunked_upload_is_told_to_send_its_length(client, category):
     """Django reads no body without a Content-Length: without this check a
     chunked upload was answered "No file was submitted"."""
