@@ -7,7 +7,7 @@ System checks. Ids are stable; see the README's "System checks" table.
 - shop_search.E003  an EmbeddingField's dimensions differ from the image model's
 - shop_search.E004  the image and text models produce vectors of different sizes
 - shop_search.E005  SHOP_SEARCH['INDEXING_MODE'] is not "sync" or "celery"
-- shop_search.E010/E011  declarations (see registry.py): a field that does not
+- shop_search.E010/E011  declarations (registry.py's): a field that does not
   exist, images that are not file fields
 """
 
@@ -20,7 +20,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models
 
 from .conf import import_from_setting, shop_search_settings
-from .registry import searchable_models
+from .registry import Declaration, searchable_models
 
 MIN_PGVECTOR = (0, 7)
 _FIX_SQL = "CREATE EXTENSION IF NOT EXISTS vector;"
@@ -154,7 +154,7 @@ def check_declarations(**kwargs: Any) -> list[checks.CheckMessage]:
     return errors
 
 
-def check_declaration(decl: Any) -> list[checks.CheckMessage]:
+def check_declaration(decl: Declaration) -> list[checks.CheckMessage]:
     """System check messages for one declaration (E010, E011)."""
     model = decl.model
     errors: list[checks.CheckMessage] = []
@@ -181,7 +181,7 @@ def check_declaration(decl: Any) -> list[checks.CheckMessage]:
     return errors
 
 
-def field_problems(decl: Any) -> list[tuple[str, str, str]]:
+def field_problems(decl: Declaration) -> list[tuple[str, str, str]]:
     """(option, value, problem) for every declared name that does not resolve."""
     problems = []
     model = decl.model

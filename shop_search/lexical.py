@@ -247,9 +247,8 @@ def rank(
     if query_vector is not None:
         vector = vector_literal(query_vector)
         # Sorted again outside: a relaxed iterative scan (under a filter)
-        # may return the nearest slightly out of order.
-        # (The vector is sent once: the index serves the order by the
-        # selected distance's name.)
+        # may return the nearest slightly out of order. The vector is sent
+        # once: the index serves the order by the selected distance's name.
         parts.append(
             "(SELECT 'meaning', object_pk, (-d)::float FROM (SELECT object_pk, "
             "vector <#> %s::halfvec AS d "
