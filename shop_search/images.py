@@ -162,8 +162,9 @@ def _load(
         # Pillow's own words ("...decompression bomb DOS attack") are for
         # the logs, through the chained exception; shoppers get these.
         raise ImageError(
-            f"The image has too many pixels to decode safely (at most "
-            f"{Image.MAX_IMAGE_PIXELS:,}).",
+            f"The image has more pixels than the limit of "
+            f"{getattr(shop_search_settings, limit):,} (SHOP_SEARCH[{limit!r}]). "
+            f"Upload a smaller image.",
             code="image_too_many_pixels",
         ) from exc
     except UnidentifiedImageError as exc:
