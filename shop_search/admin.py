@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -179,12 +179,20 @@ class SearchableAdminMixin:
     ) -> HttpResponseRedirect:
         if request.method != "POST":
             raise PermissionDenied
-        obj = get_object_or_404(self.get_queryset(request), pk=object_id)
+        # Ids from the URL: one that is no key of these models is a 404, as
+        # in the admin's own views (get_object turns it into None).
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404
         if not self.has_change_permission(request, obj):
             raise PermissionDenied
         field = declaration(self.model).categories
         category_model = categories.category_model(self.model)
-        category = get_object_or_404(category_model._default_manager, pk=category_id)
+        try:
+            key = category_model._meta.pk.to_python(category_id)
+            category = category_model._default_manager.get(pk=key)
+        except (ValidationError, ValueError, category_model.DoesNotExist) as exc:
+            raise Http404 from exc
         how = categories.assign(obj, category)
         self.log_change(request, obj, [{"changed": {"fields": [field]}}])
         names = {"product": obj, "category": categories.display_name(category)}

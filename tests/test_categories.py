@@ -74,6 +74,12 @@ def test_staff_accept_a_suggestion_on_the_change_page(
     assert response.status_code == 200
     assert Product.objects.get(pk=product.pk).category == target
     assert admin_client.get(accept).status_code == 403  # GET changes nothing
+    # Ids that are no keys are 404, as in the admin's own views (not 500).
+    base = f"/admin/catalog/product/{product.pk}/shop-search/accept-category/"
+    for bad in (f"{base}abc/", f"{base}1.5/", f"{base}999999/"):
+        assert admin_client.post(bad).status_code == 404
+    gone = f"/admin/catalog/product/abc/shop-search/accept-category/{target.pk}/"
+    assert admin_client.post(gone).status_code == 404
 
 
 def test_bulk_action_applies_confident_suggestions_and_reports(
