@@ -257,17 +257,29 @@ def _write(content_type: Any, work: list[_Work], using: str) -> list[str]:
     keys = {str(item.row.pk) for item in work}
     models_ = {item.image_model for item in work}
     keep = {
-        (str(item.row.pk), item.image_model): {s.key for s in item.sources}
+        (str(item.row.pk), item.image_model): {
+            source.key: source.fingerprint for source in item.sources
+        }
         for item in work
     }
-    # Vectors of images the products no longer show.
+    encoded = {(str(item.row.pk), item.image_model): item.vectors for item in work}
+    # Vectors of images the products no longer show: gone from the product,
+    # or replaced by a file that could not be encoded (the old photo's
+    # vector would find the product by a picture it no longer shows).
     stale: list[Any] = []
     removed: dict[tuple[str, str], int] = {}
-    for pk, object_pk, image_model, source in vectors.filter(
+    for pk, object_pk, image_model, source, fingerprint in vectors.filter(
         object_pk__in=keys, image_model__in=models_
-    ).values_list("pk", "object_pk", "image_model", "source"):
+    ).values_list("pk", "object_pk", "image_model", "source", "fingerprint"):
         wanted = keep.get((object_pk, image_model))
-        if wanted is not None and source not in wanted:
+        if wanted is None:
+            continue
+        replaced = (
+            source in wanted
+            and wanted[source] != fingerprint
+            and source not in encoded[object_pk, image_model]
+        )
+        if source not in wanted or replaced:
             stale.append(pk)
             removed[object_pk, image_model] = (
                 removed.get((object_pk, image_model), 0) + 1

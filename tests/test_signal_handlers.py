@@ -91,6 +91,20 @@ def test_failed_product_is_retried_by_reindex_then_set_aside(make_product, setti
     assert index_view(Product.objects.get(pk=product.pk)).attempts == 3
 
 
+def test_a_new_image_that_fails_takes_the_old_ones_vector_away(make_product):
+    """Found by an attack on the admin: the old photo's vector stayed, so a
+    photo search found the product by a picture it no longer shows."""
+    product = make_product(colour="blue")
+    old = index_view(Product.objects.get(pk=product.pk)).vector
+    assert old is not None
+    product = Product.objects.get(pk=product.pk)
+    product.image.save("new.png", ContentFile(b"\x89PNG\r\n\x1a\n cut"), save=False)
+    product.save()
+    stored = Product.objects.get(pk=product.pk)
+    assert index_view(stored).status == IndexStatus.FAILED
+    assert index_view(stored).vector is None
+
+
 def test_a_new_image_gives_a_failed_product_a_fresh_start(make_product):
     product = make_product(image=b"not an image at all")
     product = Product.objects.get(pk=product.pk)
