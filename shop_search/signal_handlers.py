@@ -106,18 +106,52 @@ def _gallery_handler(product_model: type[models.Model], fk: str) -> Any:
 def schedule_indexing(
     model: type[models.Model], pks: list[Any], *, using: str | None = None
 ) -> None:
-    """Index ``pks`` once the current transaction commits (sync or Celery)."""
-    label = model._meta.label
-    pks = list(pks)
-    if shop_search_settings.INDEXING_MODE == "celery":
-        from .tasks import index_products
+    """
+    Index ``pks`` once the current transaction commits (sync or Celery).
 
-        def send() -> None:
-            index_products.delay(label, pks)
+    Every product a transaction schedules is indexed by one run after it
+    commits: an admin save of a product and its gallery rows sends one
+    signal per row, and a run per signal decoded the same images again
+    (and counted a failing image once per row against ``MAX_ATTEMPTS``).
+    """
+    connection = transaction.get_connection(using)
+    if not connection.in_atomic_block:  # autocommit: on_commit runs it at once
+        transaction.on_commit(_Batch().add(model, pks), using=using, robust=True)
+        return
+    batch = getattr(connection, "_shop_search_batch", None)
+    queued = connection.run_on_commit  # a rolled-back savepoint drops its own
+    if batch is None or not any(entry[1] is batch for entry in queued):
+        batch = connection._shop_search_batch = _Batch()
+        transaction.on_commit(batch, using=using, robust=True)
+    batch.add(model, pks)
 
-        transaction.on_commit(send, using=using, robust=True)
-    else:
-        transaction.on_commit(lambda: _index_now(model, pks), using=using, robust=True)
+
+class _Batch:
+    """The products one transaction scheduled, per model, indexed once."""
+
+    def __init__(self) -> None:
+        self.pks: dict[type[models.Model], dict[Any, None]] = {}
+
+    def add(self, model: type[models.Model], pks: list[Any]) -> _Batch:
+        self.pks.setdefault(model, {}).update(dict.fromkeys(pks))
+        return self
+
+    def __call__(self) -> None:
+        for model, pks in self.pks.items():
+            if shop_search_settings.INDEXING_MODE != "celery":
+                _index_now(model, list(pks))
+                continue
+            from .tasks import index_products
+
+            try:
+                index_products.delay(model._meta.label, list(pks))
+            except Exception:  # the broker is down: the products stay pending
+                logger.exception(
+                    "shop_search: queueing %s pks=%s failed; run "
+                    "shop_search_reindex later",
+                    model._meta.label,
+                    list(pks),
+                )
 
 
 def _index_now(model: type[models.Model], pks: list[Any]) -> None:

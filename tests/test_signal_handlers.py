@@ -105,6 +105,38 @@ def test_a_new_image_that_fails_takes_the_old_ones_vector_away(make_product):
     assert index_view(stored).vector is None
 
 
+def test_one_transaction_is_one_indexing_attempt(make_product):
+    """Found by an attack on the admin: a save with gallery rows sent one
+    signal per row, and each indexed the product again, so one save with a
+    broken photo counted several failed attempts (and could be set aside
+    before any retry)."""
+    from demo_shop.catalog.models import ProductImage
+
+    with transaction.atomic():
+        product = make_product(image=b"\x89PNG\r\n\x1a\n cut")
+        for position in range(3):
+            photo = ProductImage(product=product, position=position)
+            photo.image.save(f"g{position}.png", ContentFile(png_bytes()), save=False)
+            photo.save()
+    stored = index_view(Product.objects.get(pk=product.pk))
+    assert stored.status == IndexStatus.FAILED and stored.attempts == 1
+
+
+def test_a_rolled_back_savepoint_leaves_the_rest_of_the_transaction_indexed(
+    make_product,
+):
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # a savepoint
+                make_product(colour="red")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        kept = make_product(colour="green")
+    # The savepoint took its own product's callback away, not this one's.
+    assert index_view(Product.objects.get(pk=kept.pk)).status == IndexStatus.INDEXED
+
+
 def test_a_new_image_gives_a_failed_product_a_fresh_start(make_product):
     product = make_product(image=b"not an image at all")
     product = Product.objects.get(pk=product.pk)
