@@ -115,15 +115,14 @@ def schedule_indexing(
     (and counted a failing image once per row against ``MAX_ATTEMPTS``).
     """
     connection = transaction.get_connection(using)
-    if not connection.in_atomic_block:  # autocommit: on_commit runs it at once
-        transaction.on_commit(_Batch().add(model, pks), using=using, robust=True)
-        return
     batch = getattr(connection, "_shop_search_batch", None)
-    queued = connection.run_on_commit  # a rolled-back savepoint drops its own
-    if batch is None or not any(entry[1] is batch for entry in queued):
+    if batch is None or batch.ran:
         batch = connection._shop_search_batch = _Batch()
-        transaction.on_commit(batch, using=using, robust=True)
     batch.add(model, pks)
+    # Each save registers the batch; the first call after the commit indexes
+    # everything the transaction scheduled, the others find nothing left. (A
+    # savepoint rolled back takes only its own registrations away.)
+    transaction.on_commit(batch, using=using, robust=True)
 
 
 class _Batch:
@@ -131,12 +130,16 @@ class _Batch:
 
     def __init__(self) -> None:
         self.pks: dict[type[models.Model], dict[Any, None]] = {}
+        self.ran = False
 
     def add(self, model: type[models.Model], pks: list[Any]) -> _Batch:
         self.pks.setdefault(model, {}).update(dict.fromkeys(pks))
         return self
 
     def __call__(self) -> None:
+        if self.ran:
+            return
+        self.ran = True
         for model, pks in self.pks.items():
             if shop_search_settings.INDEXING_MODE != "celery":
                 _index_now(model, list(pks))
