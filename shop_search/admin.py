@@ -18,6 +18,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
@@ -69,6 +70,41 @@ class SearchableAdminMixin:
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # The status column reads these annotations: no query per row.
         return with_state(super().get_queryset(request))
+
+    def save_related(
+        self, request: HttpRequest, form: Any, formsets: Any, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        obj = form.instance
+        # Indexing runs once the admin's transaction commits, after the
+        # gallery rows saved here; this runs after it and says whether the
+        # images made it into search (only "changed successfully" otherwise).
+        transaction.on_commit(
+            lambda: self.report_indexing(request, obj), using=obj._state.db
+        )
+
+    def report_indexing(self, request: HttpRequest, obj: Any) -> None:
+        """A warning when ``obj``'s images could not be indexed on save."""
+        if shop_search_settings.INDEXING_MODE == "celery":
+            return  # a worker indexes it later; the status column tells
+        try:
+            status = status_of(obj)
+        except Exception:  # the model cannot load, the database is gone...
+            status = IndexStatus.STALE
+        if status in (IndexStatus.INDEXED, IndexStatus.NO_IMAGE):
+            return
+        entry = entry_for(obj) if status != IndexStatus.STALE else None
+        if entry is not None and entry.error:
+            message = _(
+                "“%(product)s” was saved, but its images could not be indexed "
+                "for search: %(error)s"
+            ) % {"product": obj, "error": entry.error}
+        else:
+            message = _(
+                "“%(product)s” was saved, but it is not indexed for search yet "
+                "(see the log); shop_search_reindex will index it."
+            ) % {"product": obj}
+        self.message_user(request, message, messages.WARNING)
 
     def get_list_display(self, request: HttpRequest) -> Any:
         return [*super().get_list_display(request), "search_index_status"]

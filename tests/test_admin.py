@@ -48,6 +48,49 @@ def test_change_page_shows_the_failure_reason(admin_client, make_product):
     assert index_view(stored).error.split(":")[0] in page
 
 
+def _change_form(product, **fields):
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "name_translations": "{}",
+        "description": "",
+        "price": "12.00",
+        "currency": "EUR",
+        "category": product.category_id,
+        "colour": "",
+        "in_stock": "on",
+        "is_published": "on",
+        "gallery-TOTAL_FORMS": "0",
+        "gallery-INITIAL_FORMS": "0",
+        "gallery-MIN_NUM_FORMS": "0",
+        "gallery-MAX_NUM_FORMS": "1000",
+        **fields,
+    }
+
+
+def test_a_save_whose_image_cannot_be_indexed_says_so(admin_client, make_product):
+    """Found by an attack on the admin: the save said only "was changed
+    successfully"; the reason was on the change page staff had just left."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from .conftest import png_bytes
+    from .hostile_images import png_with_header
+
+    product = make_product()
+    url = reverse("admin:catalog_product_change", args=[product.pk])
+    # A valid PNG for the form, 49 megapixels for the search's image limit.
+    big = png_with_header(7000, 7000)
+    broken = SimpleUploadedFile("big.png", big, "image/png")
+    response = admin_client.post(url, _change_form(product, image=broken), follow=True)
+    page = response.content.decode()
+    assert "was saved, but its images could not be indexed for search" in page
+    assert index_view(Product.objects.get(pk=product.pk)).error.split(":")[0] in page
+    good = SimpleUploadedFile("good.png", png_bytes("green"), "image/png")
+    fine = admin_client.post(url, _change_form(product, image=good), follow=True)
+    assert "could not be indexed" not in fine.content.decode()
+    assert index_view(Product.objects.get(pk=product.pk)).status == "indexed"
+
+
 def test_editing_in_the_admin_keeps_the_vector(admin_client, make_product):
     product = make_product()
     before = index_view(Product.objects.get(pk=product.pk)).vector
