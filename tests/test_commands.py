@@ -49,8 +49,9 @@ def test_interrupted_reindex_rerun_encodes_nothing_twice(make_product, monkeypat
         return original(images)
 
     monkeypatch.setattr(encoder, "encode_images", interrupt_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CommandError, match="run the command again") as stopped:
         _run("--batch-size", "4")
+    assert stopped.value.returncode == 130  # as a shell reports Ctrl-C
     done = products_with_vectors()
     assert done == 8
 
@@ -65,6 +66,33 @@ def test_interrupted_reindex_rerun_encodes_nothing_twice(make_product, monkeypat
     assert {index_view(p).status for p in Product.objects.all()} == {
         IndexStatus.INDEXED
     }
+
+
+def test_a_second_reindex_at_once_stops_instead_of_repeating_the_work(
+    make_product,
+):
+    """Found by an attack: two runs at once (overlapping cron jobs) each
+    encoded nearly every pending product."""
+    from django.db import connection
+
+    from shop_search.management.commands.shop_search_reindex import LOCK_KEY
+
+    with indexing_paused():
+        make_product()
+    other = connection.get_new_connection(connection.get_connection_params())
+    try:
+        other.autocommit = True
+        other.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])  # a run going on
+        with pytest.raises(CommandError, match="Another shop_search_reindex"):
+            _run()
+        assert products_with_vectors() == 0
+    finally:
+        other.close()  # that run ends
+    assert "1 encoded" in _run()
+    with pytest.raises(CommandError, match="at least 1"):
+        _run("--batch-size", "0")
+    with pytest.raises(CommandError, match="0 or more"):
+        call_command("shop_search_status", "--failures", "-1", stdout=StringIO())
 
 
 def test_reindex_all_re_encodes_everything(make_product):

@@ -21,6 +21,9 @@ from ._common import progress_bar, selected_models
 # about a minute in all before the command gives up.
 RETRY_DELAYS = (1, 2, 4, 8, 15, 30)
 
+#: The PostgreSQL advisory lock a run holds (any number no one else uses).
+LOCK_KEY = 0x5350_5245_494E_4458  # "SPREINDX"
+
 
 class Command(BaseCommand):
     help = (
@@ -53,9 +56,34 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from shop_search.conf import shop_search_settings
 
-        batch_size = options["batch_size"] or shop_search_settings.BATCH_SIZE
+        batch_size = options["batch_size"]
+        if batch_size is None:
+            batch_size = shop_search_settings.BATCH_SIZE
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
+        # One run at a time per database: two (overlapping cron runs) would
+        # each encode nearly every pending product.
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
+            (locked,) = cursor.fetchone()
+        if not locked:
+            raise CommandError(
+                "Another shop_search_reindex is running on this database; "
+                "this one would repeat its work. Run it again when that one ends."
+            )
+        try:
+            self.reindex(batch_size, options)
+        except KeyboardInterrupt:
+            raise CommandError(
+                "Interrupted. Every finished batch is kept: run the command "
+                "again to go on (with --all it starts over).",
+                returncode=130,
+            ) from None
+        finally:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+
+    def reindex(self, batch_size: int, options: dict[str, Any]) -> None:
         force = options["all"]
         verbosity = options["verbosity"]
         grand = IndexResult()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
 
 from shop_search.conf import shop_search_settings
@@ -37,6 +37,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["failures"] < 0:
+            raise CommandError("--failures must be 0 or more.")
         current = serving()
         self.stdout.write(f"Searches use: {current.image_model} / {current.text_model}")
         switching = in_transition()
