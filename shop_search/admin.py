@@ -293,6 +293,40 @@ class SearchableAdminMixin:
 
     def reindex_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         pks = list(queryset.values_list("pk", flat=True))
+        if shop_search_settings.INDEXING_MODE == "celery":
+            # Queued in chunks for the workers: the request only sends them.
+            from .tasks import index_products
+
+            label = queryset.model._meta.label
+            for start in range(0, len(pks), 500):
+                index_products.delay(label, pks[start : start + 500], force=True)
+            self.message_user(
+                request,
+                ngettext(
+                    "Queued %(n)d product for re-indexing; the status column "
+                    "shows when it is done.",
+                    "Queued %(n)d products for re-indexing; the status column "
+                    "shows when they are done.",
+                    len(pks),
+                )
+                % {"n": len(pks)},
+                messages.SUCCESS,
+            )
+            return
+        limit = int(shop_search_settings.ADMIN_REINDEX_LIMIT)
+        if len(pks) > limit:
+            # Encoded in the request: more would outlast the proxy's timeout.
+            self.message_user(
+                request,
+                _(
+                    "%(n)d products selected; the admin re-indexes at most "
+                    "%(limit)d at once (ADMIN_REINDEX_LIMIT). Select fewer, or "
+                    "run manage.py shop_search_reindex --all."
+                )
+                % {"n": len(pks), "limit": limit},
+                messages.ERROR,
+            )
+            return
         try:
             result = index_objects(queryset.model, pks, force=True)
         except ShopSearchError as exc:

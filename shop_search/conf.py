@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE": None,
     # Images per forward pass, and products per database chunk when indexing.
     "BATCH_SIZE": 32,
+    # The admin's "Re-index selected products" encodes in the request (sync
+    # mode): more products than this are refused with a message.
+    "ADMIN_REINDEX_LIMIT": 500,
     # "auto" (default): the fastest precision whose vectors stay within
     # cosine 0.995 of fp32 on this machine, chosen and logged at load (int8 on
     # ONNX Runtime; on torch bf16 with AMX, else int8; fp16 on a CUDA GPU),

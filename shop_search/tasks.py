@@ -31,13 +31,17 @@ _TRANSIENT = (OperationalError, InterfaceError, DatabaseError, ModelLoadError)
     acks_late=True,
     reject_on_worker_lost=True,
 )
-def index_products(self: Any, model_label: str, pks: list[Any]) -> dict[str, int]:
-    """Index rows ``pks`` of ``model_label`` ("app_label.Model"); returns counts."""
+def index_products(
+    self: Any, model_label: str, pks: list[Any], force: bool = False
+) -> dict[str, int]:
+    """Index rows ``pks`` of ``model_label`` ("app_label.Model"); returns
+    counts. ``force``: encode again even what is current (the admin's
+    "Re-index selected products")."""
     from .indexing import index_objects
 
     model = apps.get_model(model_label)
     try:
-        result = index_objects(model, pks)
+        result = index_objects(model, pks, force=force)
     except _TRANSIENT as exc:
         retries = self.request.retries
         raise self.retry(

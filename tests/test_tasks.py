@@ -67,3 +67,24 @@ def test_the_task_is_idempotent_and_acknowledged_late(worker, make_product):
     assert result == {"encoded": 0, "failed": 0, "skipped": 1}
     assert index_view(Product.objects.get(pk=product.pk)).indexed_at == first
     assert index_products.acks_late and index_products.reject_on_worker_lost
+
+
+def test_the_admin_action_queues_the_products_for_the_workers(
+    worker, make_product, admin_client
+):
+    """In Celery mode the admin's re-index only sends tasks: a large
+    selection no longer encodes in the request."""
+    from django.urls import reverse
+
+    from shop_search.signal_handlers import indexing_paused
+
+    with indexing_paused():
+        products = [make_product(colour=c) for c in ("red", "blue")]
+    response = admin_client.post(
+        reverse("admin:catalog_product_changelist"),
+        {"action": "reindex_selected", "_selected_action": [p.pk for p in products]},
+        follow=True,
+    )
+    [message] = [str(m) for m in response.context["messages"]]
+    assert message.startswith("Queued 2 products for re-indexing")
+    assert _wait_for(lambda: products_with_vectors() == 2)
