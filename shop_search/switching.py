@@ -93,6 +93,32 @@ def promote(searchable: list[Any], *, using: str = "default") -> int | None:
     return switched
 
 
+def promote_text_model(using: str = "default") -> str | None:
+    """
+    When ``TEXT_MODEL`` alone names another model (the image model is the
+    serving one): make it the serving text model, and return the one it
+    replaces (None when there is nothing to switch; with the image model,
+    :func:`promote` switches both). The words' vectors of the old model are
+    then rewritten by the next :func:`~shop_search.text_index.index_documents`
+    run, which ``shop_search_reindex`` starts at once: a product stays
+    findable by its words meanwhile, and by meaning again once rewritten.
+    """
+    target = shop_search_settings.TEXT_MODEL
+    if in_transition(using):
+        return None
+    with transaction.atomic(using=using):
+        state = IndexState.objects.using(using).select_for_update().get(pk=1)
+        if state.text_model == target:
+            return None
+        old = state.text_model
+        state.text_model = target
+        state.save(using=using)
+    from .models import _cache
+
+    _cache.clear()
+    return old
+
+
 def warm_up() -> None:
     """
     Load both serving models and run one tiny forward pass each, so that the

@@ -87,6 +87,35 @@ def test_the_switched_vectors_are_the_new_models(settings, make_product, old_and
     with product.image.open("rb") as fh:
         expected = search.image_vector(fh.read())  # the serving (new) image model
     assert float(stored @ expected) == pytest.approx(1.0, abs=0.01)
+    # The words' vectors are rewritten by the new text model in the same run:
+    # the meaning channel is not left empty until another one.
+    from shop_search.models import SearchDocument
+
+    assert set(SearchDocument.objects.values_list("text_model", flat=True)) == {
+        new.text
+    }
+
+
+def test_a_new_text_model_alone_is_switched_too(settings, make_product, old_and_new):
+    """Found by an attack: with IMAGE_MODEL unchanged, a new TEXT_MODEL was
+    ignored by the status and by every re-index."""
+    from shop_search.models import SearchDocument
+
+    _old, new = old_and_new
+    products = [make_product(colour=c) for c in ("red", "blue")]
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "TEXT_MODEL": new.text}
+    out = StringIO()
+    call_command("shop_search_status", stdout=out)
+    assert f"TEXT_MODEL names {new.text}" in out.getvalue()
+    out = StringIO()
+    call_command("shop_search_reindex", stdout=out)
+    assert "Switching the words' vectors" in out.getvalue()
+    assert switching.serving().text_model == new.text
+    assert set(SearchDocument.objects.values_list("text_model", flat=True)) == {
+        new.text
+    }
+    page = search.search_text(Product.objects.all(), products[0].name, limit=5)
+    assert page.hits[0].object == products[0]
 
 
 def test_switching_back_before_the_end_abandons_the_new_vectors(

@@ -172,11 +172,26 @@ class Command(BaseCommand):
             )
 
     def promote(self, verbosity: int) -> None:
-        """End a model switch when every product has a vector of the new model."""
+        """End a model switch when every product has a vector of the new
+        model; then rewrite the words' vectors with the new text model."""
         from shop_search.models import searchable_models
-        from shop_search.switching import in_transition, promote, serving
+        from shop_search.switching import (
+            in_transition,
+            promote,
+            promote_text_model,
+            serving,
+        )
 
         if not in_transition():
+            old_text = self.retrying(promote_text_model)
+            if old_text is not None:
+                if verbosity:
+                    self.stdout.write(
+                        f"Switching the words' vectors from {old_text} to "
+                        f"{serving().text_model}."
+                    )
+                for model in searchable_models():
+                    self.retrying(self.index_words, model, False, verbosity)
             return
         old = serving().image_model
         switched = self.retrying(promote, searchable_models())
@@ -187,6 +202,11 @@ class Command(BaseCommand):
                     f"{switched} product vectors replaced at once."
                 )
             )
+        if switched is not None:
+            # The words' vectors were written by the old text model: the
+            # meaning channel would find nothing until they are rewritten.
+            for model in searchable_models():
+                self.retrying(self.index_words, model, False, verbosity)
         elif verbosity:
             self.stdout.write(
                 self.style.WARNING(

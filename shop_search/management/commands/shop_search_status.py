@@ -50,6 +50,13 @@ class Command(BaseCommand):
                     f"has a new vector."
                 )
             )
+        elif current.text_model != shop_search_settings.TEXT_MODEL:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"TEXT_MODEL names {shop_search_settings.TEXT_MODEL}: run "
+                    f"shop_search_reindex to switch the words' vectors to it."
+                )
+            )
         for model in selected_models(options["model"]):
             manager = model._base_manager
             self.stdout.write(self.style.MIGRATE_HEADING(f"\n{model._meta.label}"))
