@@ -12,12 +12,13 @@ nothing else imports this module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import connections, models
 
 from .conf import shop_search_settings
 from .encoders import encoder_for, get_image_encoder
@@ -243,6 +244,24 @@ def _encode(image_model: str, work: list[_Work], decoded: dict[str, Any]) -> Non
                     f"encoding_failed: the model could not encode this image "
                     f"({source.key})"
                 )
+
+
+def lock_products(content_type: Any, keys: Iterable[str], using: str) -> None:
+    """
+    Hold until the transaction ends the locks that serialize writes of these
+    products' vectors: an indexing batch's check and write, and the clean-up
+    after a product is deleted. Without them a batch could write vectors of
+    a product deleted, or of a gallery photo removed, while it was encoding.
+    PostgreSQL advisory locks, one per product (by the hash of its key),
+    taken in hash order so that two holders never wait on each other; the
+    shop's own row locks are not touched.
+    """
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(%s, h)) FROM (SELECT DISTINCT "
+            "hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY h) AS ordered",
+            [content_type.pk, list(keys)],
+        )
 
 
 def _write(content_type: Any, work: list[_Work], using: str) -> list[str]:

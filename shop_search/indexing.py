@@ -27,7 +27,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 
 from .conf import shop_search_settings
-from .index_batches import _Batch, _image_models, _prepare, _write
+from .index_batches import _Batch, _image_models, _prepare, _write, lock_products
 from .models import ImageVector, IndexEntry
 from .registry import declaration
 from .status import needs_work_filter, with_state
@@ -191,6 +191,8 @@ def _finish(model: type[models.Model], batch: _Batch) -> IndexResult:
     )
     outcome: dict[str, str] = {}
     with transaction.atomic(using=using):
+        # Checked and written under the products' locks (see lock_products).
+        lock_products(content_type, touched, using)
         # A save may have changed the images since they were read; its own
         # indexing is queued, and these vectors would describe the old ones.
         now = {

@@ -80,13 +80,62 @@ def index_on_save(
 def forget_on_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> None:
     from django.contrib.contenttypes.models import ContentType
 
+    using = kwargs.get("using") or "default"
+    content_type = ContentType.objects.db_manager(using).get_for_model(
+        sender, for_concrete_model=False
+    )
+    keys = [str(instance.pk)]
+    _forget(content_type, keys, using)
+    # Once the delete commits, again under the products' locks: an indexing
+    # batch that read a product before the delete may be writing its vectors
+    # now (it holds the lock until it commits). Not in the shop's
+    # transaction, whose own locks it could deadlock with.
+    batch = _pending(using, "_shop_search_forget", _Forget)
+    batch.keys.setdefault(content_type, {}).update(dict.fromkeys(keys))
+    transaction.on_commit(batch, using=using, robust=True)
+
+
+def _forget(
+    content_type: Any, keys: list[str], using: str, *, locked: bool = False
+) -> None:
+    """Remove deleted products' words, vectors and index entries."""
+    from .index_batches import lock_products
     from .models import ImageVector, IndexEntry, SearchDocument
 
-    content_type = ContentType.objects.get_for_model(sender, for_concrete_model=False)
-    for table in (SearchDocument, ImageVector, IndexEntry):
-        table.objects.filter(
-            content_type=content_type, object_pk=str(instance.pk)
-        ).delete()
+    with transaction.atomic(using=using):
+        if locked:
+            lock_products(content_type, keys, using)
+        for table in (SearchDocument, ImageVector, IndexEntry):
+            table.objects.using(using).filter(
+                content_type=content_type, object_pk__in=keys
+            ).delete()
+
+
+class _Forget:
+    """The products one transaction deleted, cleaned up again once, after it."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.keys: dict[Any, dict[str, None]] = {}
+        self.ran = False
+
+    def __call__(self) -> None:
+        if self.ran:
+            return
+        self.ran = True
+        for content_type, keys in self.keys.items():
+            _forget(content_type, list(keys), self.using, locked=True)
+
+
+def _pending(using: str | None, attribute: str, factory: Any) -> Any:
+    """The batch of this kind that the connection's current transaction
+    collects (one that ran belongs to a transaction already over)."""
+    connection = transaction.get_connection(using)
+    batch = getattr(connection, attribute, None)
+    if batch is None or batch.ran:
+        batch = factory(connection.alias)
+        setattr(connection, attribute, batch)
+    return batch
 
 
 def _gallery_handler(product_model: type[models.Model], fk: str) -> Any:
@@ -114,10 +163,7 @@ def schedule_indexing(
     signal per row, and a run per signal decoded the same images again
     (and counted a failing image once per row against ``MAX_ATTEMPTS``).
     """
-    connection = transaction.get_connection(using)
-    batch = getattr(connection, "_shop_search_batch", None)
-    if batch is None or batch.ran:
-        batch = connection._shop_search_batch = _Batch()
+    batch = _pending(using, "_shop_search_batch", _Batch)
     batch.add(model, pks)
     # Each save registers the batch; the first call after the commit indexes
     # everything the transaction scheduled, the others find nothing left. (A
@@ -128,7 +174,7 @@ def schedule_indexing(
 class _Batch:
     """The products one transaction scheduled, per model, indexed once."""
 
-    def __init__(self) -> None:
+    def __init__(self, using: str) -> None:
         self.pks: dict[type[models.Model], dict[Any, None]] = {}
         self.ran = False
 

@@ -234,3 +234,87 @@ def test_save_succeeds_when_the_model_cannot_be_loaded(make_product, settings, c
     stored = Product.objects.get(pk=product.pk)
     assert index_view(stored).status == IndexStatus.MISSING  # not blamed on the product
     assert "run shop_search_reindex later" in caplog.text
+
+
+def test_a_product_deleted_while_a_batch_writes_leaves_nothing_behind(
+    make_product, monkeypatch
+):
+    """Found by an attack on the admin: a batch that had read a product
+    wrote its vectors and index entry after the product's delete had
+    removed them, and they stayed until the next full re-index."""
+    import threading
+
+    from shop_search import indexing
+    from shop_search.indexing import index_objects
+    from shop_search.models import ImageVector, IndexEntry
+
+    product = make_product()
+    key = str(product.pk)
+    writing, go_on = threading.Event(), threading.Event()
+    write = indexing._write
+
+    def slow_write(*args, **kwargs):
+        writing.set()  # checked, under the product's lock
+        go_on.wait(10)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(indexing, "_write", slow_write)
+    batch = threading.Thread(
+        target=lambda: index_objects(Product, [product.pk], force=True)
+    )
+    batch.start()
+    assert writing.wait(10)
+    deleting = threading.Thread(
+        target=lambda: Product.objects.filter(pk=product.pk).delete()
+    )
+    deleting.start()
+    deleting.join(1)  # the delete commits; its clean-up waits for the batch
+    go_on.set()
+    batch.join(10)
+    deleting.join(10)
+    assert not Product.objects.filter(pk=product.pk).exists()
+    assert not ImageVector.objects.filter(object_pk=key).exists()
+    assert not IndexEntry.objects.filter(object_pk=key).exists()
+
+
+def test_a_gallery_photo_removed_while_a_batch_writes_loses_its_vector(
+    make_product, monkeypatch
+):
+    """The same race for a gallery photo: the removal's own indexing waits
+    for the batch's lock, then takes the photo's vector away."""
+    import threading
+
+    from demo_shop.catalog.models import ProductImage
+    from shop_search import indexing
+    from shop_search.indexing import index_objects
+    from shop_search.models import ImageVector
+
+    product = make_product()
+    photo = ProductImage(product=product, position=1)
+    photo.image.save("g.png", ContentFile(png_bytes("green")), save=False)
+    photo.save()
+    source = f"gallery__image:{photo.pk}"
+    assert ImageVector.objects.filter(source=source).exists()
+    writing, go_on = threading.Event(), threading.Event()
+    write = indexing._write
+
+    def slow_write(*args, **kwargs):
+        if threading.current_thread() is batch:
+            writing.set()
+            go_on.wait(10)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(indexing, "_write", slow_write)
+    batch = threading.Thread(
+        target=lambda: index_objects(Product, [product.pk], force=True)
+    )
+    batch.start()
+    assert writing.wait(10)
+    removing = threading.Thread(target=photo.delete)
+    removing.start()
+    removing.join(1)  # deleted; its indexing waits for the batch's lock
+    go_on.set()
+    batch.join(10)
+    removing.join(10)
+    assert not ImageVector.objects.filter(source=source).exists()
+    assert index_view(Product.objects.get(pk=product.pk)).status == IndexStatus.INDEXED
