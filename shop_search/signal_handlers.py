@@ -98,13 +98,22 @@ def forget_on_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -
 def _forget(
     content_type: Any, keys: list[str], using: str, *, locked: bool = False
 ) -> None:
-    """Remove deleted products' words, vectors and index entries."""
+    """Remove deleted products' words, vectors and index entries (after the
+    commit, ``locked``: only of products that are gone, since a delete
+    rolled back leaves its key in the batch)."""
     from .index_batches import lock_products
     from .models import ImageVector, IndexEntry, SearchDocument
 
     with transaction.atomic(using=using):
         if locked:
             lock_products(content_type, keys, using)
+            model = content_type.model_class()
+            if model is not None:
+                alive = model._base_manager.using(using).filter(
+                    pk__in=[model._meta.pk.to_python(key) for key in keys]
+                )
+                kept = {str(pk) for pk in alive.values_list("pk", flat=True)}
+                keys = [key for key in keys if key not in kept]
         for table in (SearchDocument, ImageVector, IndexEntry):
             table.objects.using(using).filter(
                 content_type=content_type, object_pk__in=keys

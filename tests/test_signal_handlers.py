@@ -137,6 +137,20 @@ def test_a_rolled_back_savepoint_leaves_the_rest_of_the_transaction_indexed(
     assert index_view(Product.objects.get(pk=kept.pk)).status == IndexStatus.INDEXED
 
 
+def test_a_delete_rolled_back_leaves_the_product_searchable(make_product):
+    """Found in review: the key of a rolled-back delete stayed in the
+    connection's clean-up batch, and the next committed delete forgot it."""
+    kept, gone = make_product(colour="red"), make_product(colour="blue")
+    try:
+        with transaction.atomic():
+            Product.objects.filter(pk=kept.pk).delete()
+            raise RuntimeError  # rolled back
+    except RuntimeError:
+        pass
+    Product.objects.filter(pk=gone.pk).delete()
+    assert index_view(Product.objects.get(pk=kept.pk)).status == IndexStatus.INDEXED
+
+
 def test_a_new_image_gives_a_failed_product_a_fresh_start(make_product):
     product = make_product(image=b"not an image at all")
     product = Product.objects.get(pk=product.pk)
@@ -236,6 +250,35 @@ def test_save_succeeds_when_the_model_cannot_be_loaded(make_product, settings, c
     assert "run shop_search_reindex later" in caplog.text
 
 
+def _thread(target):
+    """A thread running ``target`` that gives its pooled connection back and
+    keeps any exception for the test to raise (``.error``)."""
+    import threading
+
+    from django.db import connection
+
+    def run():
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the test)
+            worker.error = exc
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=run)
+    worker.error = None
+    worker.start()
+    return worker
+
+
+def _joined(*workers):
+    for worker in workers:
+        worker.join(10)
+        assert not worker.is_alive()
+        if worker.error is not None:
+            raise worker.error
+
+
 def test_a_product_deleted_while_a_batch_writes_leaves_nothing_behind(
     make_product, monkeypatch
 ):
@@ -259,19 +302,13 @@ def test_a_product_deleted_while_a_batch_writes_leaves_nothing_behind(
         return write(*args, **kwargs)
 
     monkeypatch.setattr(indexing, "_write", slow_write)
-    batch = threading.Thread(
-        target=lambda: index_objects(Product, [product.pk], force=True)
-    )
-    batch.start()
+    batch = _thread(lambda: index_objects(Product, [product.pk], force=True))
     assert writing.wait(10)
-    deleting = threading.Thread(
-        target=lambda: Product.objects.filter(pk=product.pk).delete()
-    )
-    deleting.start()
-    deleting.join(1)  # the delete commits; its clean-up waits for the batch
+    deleting = _thread(lambda: Product.objects.filter(pk=product.pk).delete())
+    # The delete commits, then its clean-up waits for the batch's lock.
+    assert _waits_for_a_lock(deleting)
     go_on.set()
-    batch.join(10)
-    deleting.join(10)
+    _joined(batch, deleting)
     assert not Product.objects.filter(pk=product.pk).exists()
     assert not ImageVector.objects.filter(object_pk=key).exists()
     assert not IndexEntry.objects.filter(object_pk=key).exists()
@@ -299,22 +336,37 @@ def test_a_gallery_photo_removed_while_a_batch_writes_loses_its_vector(
     write = indexing._write
 
     def slow_write(*args, **kwargs):
-        if threading.current_thread() is batch:
+        if threading.current_thread() is batch:  # not the removal's own run
             writing.set()
             go_on.wait(10)
         return write(*args, **kwargs)
 
     monkeypatch.setattr(indexing, "_write", slow_write)
-    batch = threading.Thread(
-        target=lambda: index_objects(Product, [product.pk], force=True)
-    )
-    batch.start()
+    batch = _thread(lambda: index_objects(Product, [product.pk], force=True))
     assert writing.wait(10)
-    removing = threading.Thread(target=photo.delete)
-    removing.start()
-    removing.join(1)  # deleted; its indexing waits for the batch's lock
+    removing = _thread(photo.delete)
+    assert _waits_for_a_lock(removing)  # deleted; its indexing waits
     go_on.set()
-    batch.join(10)
-    removing.join(10)
+    _joined(batch, removing)
     assert not ImageVector.objects.filter(source=source).exists()
     assert index_view(Product.objects.get(pk=product.pk)).status == IndexStatus.INDEXED
+
+
+def _waits_for_a_lock(worker, timeout=10.0):
+    """Whether some session waits for an advisory lock while ``worker`` runs
+    (the race each test sets up), within ``timeout`` seconds."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.is_alive():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND NOT granted"
+            )
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.02)
+    return False
