@@ -69,6 +69,11 @@ def promote(searchable: list[Any], *, using: str = "default") -> int | None:
     target = image_model_id()
     if not in_transition(using):
         return None
+    # The text model becomes the serving one too: tried first (see
+    # promote_text_model).
+    from .encoders import encoder_for
+
+    encoder_for(shop_search_settings.TEXT_MODEL).encode_texts(["probe"])
     with transaction.atomic(using=using):
         # Lock the state so two re-indexes cannot promote at once.
         state = IndexState.objects.using(using).select_for_update().get(pk=1)
@@ -104,8 +109,14 @@ def promote_text_model(using: str = "default") -> str | None:
     findable by its words meanwhile, and by meaning again once rewritten.
     """
     target = shop_search_settings.TEXT_MODEL
-    if in_transition(using):
+    if in_transition(using) or serving(using).text_model == target:
         return None
+    # A model that cannot load would leave every product without its words'
+    # vector and every text search without a query encoder: it is loaded and
+    # tried first (ModelLoadError or EncodingError otherwise, nothing changed).
+    from .encoders import encoder_for
+
+    encoder_for(target).encode_texts(["probe"])
     with transaction.atomic(using=using):
         state = IndexState.objects.using(using).select_for_update().get(pk=1)
         if state.text_model == target:

@@ -118,6 +118,23 @@ def test_a_new_text_model_alone_is_switched_too(settings, make_product, old_and_
     assert page.hits[0].object == products[0]
 
 
+def test_a_text_model_that_cannot_load_is_not_switched_to(settings, make_product):
+    """Found in review: the new TEXT_MODEL became the serving one before it
+    was loaded, and a typo left every product without its words' vector
+    and every text search answering 503."""
+    from shop_search.models import SearchDocument
+
+    product = make_product()
+    serving_text = switching.serving().text_model
+    settings.SHOP_SEARCH = {**settings.SHOP_SEARCH, "TEXT_MODEL": "/no/such/model"}
+    err = StringIO()
+    call_command("shop_search_reindex", stdout=StringIO(), stderr=err)
+    assert "TEXT_MODEL not switched" in err.getvalue()
+    assert switching.serving().text_model == serving_text
+    document = SearchDocument.objects.get(object_pk=str(product.pk))
+    assert document.text_model == serving_text and document.vector is not None
+
+
 def test_switching_back_before_the_end_abandons_the_new_vectors(
     settings, make_product, old_and_new
 ):

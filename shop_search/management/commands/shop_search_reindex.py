@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
 
-from shop_search.exceptions import ModelLoadError
+from shop_search.exceptions import ModelLoadError, ShopSearchError
 from shop_search.indexing import (
     IndexResult,
     forget_deleted,
@@ -183,7 +183,16 @@ class Command(BaseCommand):
         )
 
         if not in_transition():
-            old_text = self.retrying(promote_text_model)
+            try:
+                old_text = self.retrying(promote_text_model)
+            except ShopSearchError as exc:
+                self.stderr.write(
+                    self.style.ERROR(
+                        f"TEXT_MODEL not switched, searches keep "
+                        f"{serving().text_model}: {exc.message}"
+                    )
+                )
+                return
             if old_text is not None:
                 if verbosity:
                     self.stdout.write(
@@ -194,7 +203,12 @@ class Command(BaseCommand):
                     self.retrying(self.index_words, model, False, verbosity)
             return
         old = serving().image_model
-        switched = self.retrying(promote, searchable_models())
+        try:
+            switched = self.retrying(promote, searchable_models())
+        except ShopSearchError as exc:
+            raise CommandError(
+                f"Searches not switched, they keep {old}: {exc.message}"
+            ) from exc
         if verbosity and switched is not None:
             self.stdout.write(
                 self.style.SUCCESS(
