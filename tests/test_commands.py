@@ -95,6 +95,40 @@ def test_a_second_reindex_at_once_stops_instead_of_repeating_the_work(
         call_command("shop_search_status", "--failures", "-1", stdout=StringIO())
 
 
+def test_the_run_lock_outlives_the_reconnects_of_a_run(make_product, monkeypatch):
+    """Found in review: the lock was held by Django's connection, which a
+    run closes to reconnect after a database error; another run could then
+    start."""
+    import psycopg
+    from django.db import connection, connections
+
+    from shop_search.management.commands import shop_search_reindex as command
+
+    with indexing_paused():
+        make_product()
+    taken: list[bool] = []
+    index = command.index_objects
+
+    def reconnect_then_index(*args, **kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (pid,) = cursor.fetchone()
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        with psycopg.connect(**params, autocommit=True) as other:
+            # The run's database session ends (a restart, a failover) and it
+            # reconnects, as `retrying` does after a database error.
+            other.execute("SELECT pg_terminate_backend(%s)", [pid])
+            connections.close_all()
+            query = "SELECT pg_try_advisory_lock(%s)"
+            taken.append(other.execute(query, [command.LOCK_KEY]).fetchone()[0])
+        return index(*args, **kwargs)
+
+    monkeypatch.setattr(command, "index_objects", reconnect_then_index)
+    _run()
+    assert taken == [False]  # still this run's
+
+
 def test_reindex_all_re_encodes_everything(make_product):
     for _ in range(3):
         make_product()

@@ -61,16 +61,7 @@ class Command(BaseCommand):
             batch_size = shop_search_settings.BATCH_SIZE
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        # One run at a time per database: two (overlapping cron runs) would
-        # each encode nearly every pending product.
-        with connections["default"].cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
-            (locked,) = cursor.fetchone()
-        if not locked:
-            raise CommandError(
-                "Another shop_search_reindex is running on this database; "
-                "this one would repeat its work. Run it again when that one ends."
-            )
+        lock = self.run_lock()
         try:
             self.reindex(batch_size, options)
         except KeyboardInterrupt:
@@ -80,8 +71,33 @@ class Command(BaseCommand):
                 returncode=130,
             ) from None
         finally:
-            with connections["default"].cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+            try:
+                lock.close()  # the session ends, and its lock with it
+            except Exception:  # noqa: BLE001 (the database went away: so did the lock)
+                pass
+
+    def run_lock(self) -> Any:
+        """
+        One run at a time per database: two (overlapping cron runs) would
+        each encode nearly every pending product. The lock is a PostgreSQL
+        advisory lock held by a connection of its own, outside Django's pool
+        and untouched by the reconnects of :meth:`retrying`: it lasts as long
+        as the run, and ends with it whatever happens.
+        """
+        import psycopg
+
+        connection = connections["default"]
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        lock = psycopg.connect(**params, autocommit=True)
+        row = lock.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()
+        if not row[0]:
+            lock.close()
+            raise CommandError(
+                "Another shop_search_reindex is running on this database; "
+                "this one would repeat its work. Run it again when that one ends."
+            )
+        return lock
 
     def reindex(self, batch_size: int, options: dict[str, Any]) -> None:
         force = options["all"]
