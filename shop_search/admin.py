@@ -80,7 +80,9 @@ class SearchableAdminMixin:
         # gallery rows saved here; this runs after it and says whether the
         # images made it into search (only "changed successfully" otherwise).
         transaction.on_commit(
-            lambda: self.report_indexing(request, obj), using=obj._state.db
+            lambda: self.report_indexing(request, obj),
+            using=obj._state.db,
+            robust=True,  # the change is saved: a failing report must not 500
         )
 
     def report_indexing(self, request: HttpRequest, obj: Any) -> None:
@@ -298,8 +300,16 @@ class SearchableAdminMixin:
             from .tasks import index_products
 
             label = queryset.model._meta.label
-            for start in range(0, len(pks), 500):
-                index_products.delay(label, pks[start : start + 500], force=True)
+            try:
+                for start in range(0, len(pks), 500):
+                    index_products.delay(label, pks[start : start + 500], force=True)
+            except Exception as exc:  # the broker is down
+                self.message_user(
+                    request,
+                    _("Re-indexing could not be queued: %s") % exc,
+                    messages.ERROR,
+                )
+                return
             self.message_user(
                 request,
                 ngettext(
