@@ -67,6 +67,7 @@ def test_change_page_shows_the_failure_reason(admin_client, make_product):
 
 
 def _change_form(product, **fields):
+    """The change form as posted, the gallery inline left as it is."""
     return {
         "sku": product.sku,
         "name": product.name,
@@ -113,26 +114,7 @@ def test_editing_in_the_admin_keeps_the_vector(admin_client, make_product):
     product = make_product()
     before = index_view(Product.objects.get(pk=product.pk)).vector
     url = reverse("admin:catalog_product_change", args=[product.pk])
-    response = admin_client.post(
-        url,
-        {
-            "sku": product.sku,
-            "name": "Edited",
-            "name_translations": "{}",
-            "description": "",
-            "price": "12.00",
-            "currency": "EUR",
-            "category": product.category_id,
-            "colour": "",
-            "in_stock": "on",
-            "is_published": "on",
-            # The gallery inline, left as it is.
-            "gallery-TOTAL_FORMS": "0",
-            "gallery-INITIAL_FORMS": "0",
-            "gallery-MIN_NUM_FORMS": "0",
-            "gallery-MAX_NUM_FORMS": "1000",
-        },
-    )
+    response = admin_client.post(url, _change_form(product, name="Edited"))
     assert response.status_code == 302
     after = Product.objects.get(pk=product.pk)
     assert after.name == "Edited"
