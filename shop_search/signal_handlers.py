@@ -184,6 +184,7 @@ class _Batch:
     """The products one transaction scheduled, per model, indexed once."""
 
     def __init__(self, using: str) -> None:
+        # (Indexing reads and writes through each model's own database.)
         self.pks: dict[type[models.Model], dict[Any, None]] = {}
         self.ran = False
 

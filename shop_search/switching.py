@@ -69,11 +69,8 @@ def promote(searchable: list[Any], *, using: str = "default") -> int | None:
     target = image_model_id()
     if not in_transition(using):
         return None
-    # The text model becomes the serving one too: tried first (see
-    # promote_text_model).
     from .encoders import encoder_for
 
-    encoder_for(shop_search_settings.TEXT_MODEL).encode_texts(["probe"])
     with transaction.atomic(using=using):
         # Lock the state so two re-indexes cannot promote at once.
         state = IndexState.objects.using(using).select_for_update().get(pk=1)
@@ -86,6 +83,9 @@ def promote(searchable: list[Any], *, using: str = "default") -> int | None:
                 transaction.set_rollback(True, using=using)
                 return None
             switched += total
+        # The text model becomes the serving one too: tried first (see
+        # promote_text_model); an error rolls the promotion back.
+        encoder_for(shop_search_settings.TEXT_MODEL).encode_texts(["probe"])
         old = state.image_model
         state.image_model = target
         state.text_model = shop_search_settings.TEXT_MODEL
