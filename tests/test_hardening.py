@@ -15,7 +15,7 @@ from shop_search.images import load_image
 from shop_search.models import IndexStatus
 from shop_search.testing import index_view
 
-from .conftest import synthetic_products
+from .conftest import png_bytes, synthetic_products
 from .hostile_images import corpus
 
 CORPUS = corpus()
@@ -114,16 +114,6 @@ def test_an_oversized_upload_is_413_before_it_is_read(client, settings, category
     assert page.status_code == 413
 
 
-def _png(size: int = 64) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), "navy").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _declaring(client, url: str, declared: int, **extra):
     """POST a small multipart body that declares ``declared`` bytes: a read
     of the body fails the test (the test client has fewer to give)."""
@@ -176,11 +166,11 @@ def test_the_page_still_checks_the_csrf_token_of_a_photo_search(category):
     from django.test import Client
 
     shopper = Client(enforce_csrf_checks=True)
-    photo = {"image": SimpleUploadedFile("p.png", _png(), "image/png")}
+    photo = {"image": SimpleUploadedFile("p.png", png_bytes(), "image/png")}
     assert shopper.post("/search/", photo).status_code == 403
     shopper.get("/search/")  # the form sets the CSRF cookie
     token = shopper.cookies["csrftoken"].value
-    photo = {"image": SimpleUploadedFile("p.png", _png(), "image/png")}
+    photo = {"image": SimpleUploadedFile("p.png", png_bytes(), "image/png")}
     answered = shopper.post("/search/", {**photo, "csrfmiddlewaretoken": token})
     assert answered.status_code == 200
 
@@ -192,7 +182,7 @@ def test_without_a_csrf_middleware_the_page_takes_photos_as_before(settings, cat
 
     settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if ".csrf." not in m]
     shopper = Client(enforce_csrf_checks=True)
-    photo = {"image": SimpleUploadedFile("p.png", _png(), "image/png")}
+    photo = {"image": SimpleUploadedFile("p.png", png_bytes(), "image/png")}
     assert shopper.post("/search/", photo).status_code == 200
 
 

@@ -162,14 +162,14 @@ def test_forged_posts_do_not_spend_a_shoppers_photo_searches(client, catalog, ra
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.test import Client
 
-    from .test_hardening import _png
+    from .conftest import png_bytes
 
     rates(shop_search_image="2/min")
     shopper = Client(enforce_csrf_checks=True)
     shopper.get("/search/")  # the form sets the CSRF cookie
 
     def photo(**fields):
-        upload = SimpleUploadedFile("p.png", _png(), "image/png")
+        upload = SimpleUploadedFile("p.png", png_bytes(), "image/png")
         return shopper.post("/search/", {"image": upload, **fields}).status_code
 
     assert [photo() for _ in range(3)] == [403, 403, 403]
