@@ -6,6 +6,7 @@ __all__ = [
     "ImageError",
     "EncodingError",
     "SearchBusy",
+    "http_status",
 ]
 
 
@@ -43,3 +44,19 @@ class SearchBusy(ShopSearchError):
     """Too many searches are waiting for the encoders; try again shortly."""
 
     code = "busy"
+
+
+#: Refusals answered with another status than 400, by ``code``.
+_STATUS = {
+    "length_required": 411,
+    "image_too_large": 413,
+    "image_too_many_pixels": 413,
+    "image_too_complex": 413,
+}
+
+
+def http_status(exc: ShopSearchError) -> int:
+    """The HTTP status the API and the page both answer ``exc`` with."""
+    if isinstance(exc, (ModelLoadError, SearchBusy)):
+        return 503
+    return _STATUS.get(exc.code, 400)

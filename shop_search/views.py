@@ -35,7 +35,13 @@ from . import categories, search, throttling
 from .api.serializers import image_url
 from .conf import import_from_setting, shop_search_settings
 from .documents import WORD, fold
-from .exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
+from .exceptions import (
+    ImageError,
+    ModelLoadError,
+    SearchBusy,
+    ShopSearchError,
+    http_status,
+)
 from .filtering import apply_filters
 from .images import load_image
 from .uploads import limit_upload_size
@@ -361,12 +367,7 @@ class SearchPageView(View):
             response["Retry-After"] = "30" if isinstance(exc, ModelLoadError) else "2"
             return response
         context["error"] = exc.message
-        status = 400
-        if isinstance(exc, ImageError) and "too_" in exc.code:
-            status = 413
-        elif exc.code == "length_required":
-            status = 411
-        return self.render(context, status=status)
+        return self.render(context, status=http_status(exc))
 
     def render(self, context: dict[str, Any], status: int = 200) -> HttpResponse:
         return render(self.request, self.template_name, context, status=status)

@@ -44,7 +44,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .. import categories as categories_module
 from .. import search, throttling
 from ..conf import import_from_setting
-from ..exceptions import ImageError, ModelLoadError, SearchBusy, ShopSearchError
+from ..exceptions import (
+    ImageError,
+    ModelLoadError,
+    SearchBusy,
+    ShopSearchError,
+    http_status,
+)
 from ..filtering import FilterError, apply_filters, filter_params
 from ..registry import declaration
 from ..uploads import limit_upload_size
@@ -63,20 +69,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_STATUS = {
-    "length_required": 411,
-    "image_too_large": 413,
-    "image_too_many_pixels": 413,
-    "image_too_complex": 413,
-}
-
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error as ``{"code", "message", "errors"?}`` with a fitting status."""
     if isinstance(exc, FilterError):
         return _error(400, exc.code, exc.message, exc.errors)
     if isinstance(exc, ImageError):
-        return _error(_IMAGE_STATUS.get(exc.code, 400), exc.code, exc.message)
+        return _error(http_status(exc), exc.code, exc.message)
     if isinstance(exc, ModelLoadError):
         response = _error(503, exc.code, "Search is temporarily unavailable.")
         response["Retry-After"] = "30"
