@@ -89,18 +89,16 @@ class SearchableAdminMixin:
         """A warning when ``obj``'s images could not be indexed on save."""
         if shop_search_settings.INDEXING_MODE == "celery":
             return  # a worker indexes it later; the status column tells
-        try:
-            status = status_of(obj)
-        except Exception:  # the model cannot load, the database is gone...
-            status = IndexStatus.STALE
+        # One query, as for the changelist's status column.
+        row = with_state(self.model._base_manager.filter(pk=obj.pk)).first()
+        status = annotated_status(row) if row is not None else IndexStatus.INDEXED
         if status in (IndexStatus.INDEXED, IndexStatus.NO_IMAGE):
             return
-        entry = entry_for(obj) if status != IndexStatus.STALE else None
-        if entry is not None and entry.error:
+        if status in (IndexStatus.FAILED, IndexStatus.GIVEN_UP):
             message = _(
                 "“%(product)s” was saved, but its images could not be indexed "
                 "for search: %(error)s"
-            ) % {"product": obj, "error": entry.error}
+            ) % {"product": obj, "error": row._ss_error}
         else:
             message = _(
                 "“%(product)s” was saved, but it is not indexed for search yet "
