@@ -95,13 +95,11 @@ class SearchPageView(View):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
         scope = self.throttle_scopes.get(request.method)
-        # An empty search form costs nothing; a search, a suggestion (one
-        # per pause in typing) or an upload does.
-        costs = request.method not in ("GET", "HEAD") or any(
-            request.GET.get(name) for name in ("q", "suggest")
-        )
         ident = throttling.client_ident(request, getattr(request, "user", None))
         if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            # An empty search form costs nothing; a search or a suggestion
+            # (one per pause in typing) does.
+            costs = any(request.GET.get(name) for name in ("q", "suggest"))
             wait = throttling.hit(scope, ident) if scope and costs else None
         else:
             # A client over its limit is refused before its body is read.
@@ -137,7 +135,7 @@ class SearchPageView(View):
                 status=429,
             )
         else:
-            context = {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
+            context = _empty_forms()
             context["error"] = _("Too many searches. Please wait a moment.")
             response = render(request, self.template_name, context, status=429)
         response["Retry-After"] = str(max(1, round(wait)))
@@ -152,7 +150,7 @@ class SearchPageView(View):
         views do), once :func:`~shop_search.uploads.limit_upload_size` has
         refused a body too large by its headers and capped the rest.
         """
-        context = {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
+        context = _empty_forms()
         try:
             limit_upload_size(request)
             refused = None
@@ -289,10 +287,7 @@ class SearchPageView(View):
         )
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        context: dict[str, Any] = {
-            "form": TextSearchForm(),
-            "photo_form": PhotoSearchForm(),
-        }
+        context = _empty_forms()
         photo_form = PhotoSearchForm(request.POST, request.FILES)  # see check_upload
         context["photo_form"] = photo_form
         if not photo_form.is_valid():
@@ -371,6 +366,11 @@ class SearchPageView(View):
 
     def render(self, context: dict[str, Any], status: int = 200) -> HttpResponse:
         return render(self.request, self.template_name, context, status=status)
+
+
+def _empty_forms() -> dict[str, Any]:
+    """A page context with both search forms empty."""
+    return {"form": TextSearchForm(), "photo_form": PhotoSearchForm()}
 
 
 def _no_response(request: HttpRequest) -> None:
